@@ -1,0 +1,84 @@
+/*
+ * tests/testutil.c -- helpers shared by the Check suites.
+ */
+#include "testutil.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "arb/ops.h"
+
+int arb_test_gpu_available(void)
+{
+#ifdef ARB_HAVE_CUDA
+	static int cached = -1;
+	if (cached < 0) {
+		arb_error err = { 0 };
+		cached = arb_backend_cuda(&err) != NULL;
+	}
+	return cached;
+#else
+	return 0;
+#endif
+}
+
+int arb_test_close(const char *label, const float *a, const float *b, size_t n,
+		   float atol, float rtol)
+{
+	int bad = 0;
+	double maxd = 0;
+	for (size_t i = 0; i < n; i++) {
+		double d = fabs((double)a[i] - (double)b[i]);
+		if (!(d <= atol + rtol * fabs((double)b[i]))) {
+			if (bad < 5)
+				fprintf(stderr, "%s[%zu]: got %.8g want %.8g\n",
+					label, i, a[i], b[i]);
+			bad++;
+		}
+		if (d > maxd || isnan(d)) maxd = isnan(d) ? INFINITY : d;
+	}
+	if (bad)
+		fprintf(stderr, "%s: %d of %zu mismatches, max diff %.3g\n", label,
+			bad, n, maxd);
+	return bad;
+}
+
+static uint64_t mix(uint64_t z)
+{
+	z += 0x9e3779b97f4a7c15ull;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+void arb_test_fill(float *x, size_t n, uint64_t seed)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = (float)((mix(seed * 1000003u + i) >> 40) / (double)(1 << 24)) * 2.0f - 1.0f;
+}
+
+void arb_test_fill_dyadic(float *x, size_t n, uint64_t seed)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = (float)((int)(mix(seed * 1000003u + i) % 33) - 16) / 16.0f;
+}
+
+const char *arb_test_build_path(const char *rel)
+{
+	static char buf[8][4096];
+	static int k;
+	const char *b = getenv("ARB_TEST_BUILD");
+	char *out = buf[k++ & 7];
+	snprintf(out, 4096, "%s/%s", b ? b : "build", rel);
+	return out;
+}
+
+const char *arb_test_tmpdir(void)
+{
+	static char buf[8][64];
+	static int k;
+	char *out = buf[k++ & 7];
+	snprintf(out, 64, "/tmp/arbtest.XXXXXX");
+	if (!mkdtemp(out)) return "/tmp";
+	return out;
+}

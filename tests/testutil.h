@@ -1,0 +1,22 @@
+/*
+ * tests/testutil.h -- helpers shared by the Check suites.
+ */
+#ifndef ARB_TESTUTIL_H
+#define ARB_TESTUTIL_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* 1 if a CUDA device can be used (built with CUDA and a GPU present) */
+int arb_test_gpu_available(void);
+/* compare float arrays: |a-b| <= atol + rtol*|b|; prints the first mismatches
+ * and the max difference; returns the number of mismatches */
+int arb_test_close(const char *label, const float *a, const float *b, size_t n,
+		   float atol, float rtol);
+/* deterministic test data: uniform in [-1,1) / dyadic values k/16, |k|<=16 */
+void arb_test_fill(float *x, size_t n, uint64_t seed);
+void arb_test_fill_dyadic(float *x, size_t n, uint64_t seed);
+/* path of a build artifact: $ARB_TEST_BUILD/<rel> (default build/<rel>) */
+const char *arb_test_build_path(const char *rel);
+/* a fresh temporary directory (mkdtemp under /tmp); caller may rm -rf */
+const char *arb_test_tmpdir(void);
+#endif
