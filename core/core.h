@@ -64,6 +64,11 @@ extern const arb_conf_key arb_schema_schedule[];
 /* print a schema as help text (used by `arbcore plugins --help NAME` and
  * `arbcore --help-config`) */
 void arb_schema_print(const char *section, const arb_conf_key *schema, FILE *f);
+/* check a schema itself (keys [a-z0-9_]+ and unique, known types, enum
+ * choices, defaults valid under their own type and range); ARB_ERR_PLUGIN
+ * naming `owner` and the entry. Used by the plugin loader. */
+arb_status arb_schema_check(const char *owner, const arb_conf_key *schema,
+			    arb_error *err);
 
 /* ---------------------------------------------------------------------------
  * scheduler configuration ([schedule] section) */
