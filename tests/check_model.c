@@ -11,7 +11,13 @@
  *   learning   sign-vote steps on a tiny repeated text lower the loss
  *   sampling   seed-deterministic, greedy reproducible, prompt padding and
  *              the ctx window
- *   plugins    a section naming a missing plugin fails, naming the plugin
+ *   plugins    a section naming a missing plugin fails, naming the plugin;
+ *              the loader's test plugin "good" (FFN slot, does nothing)
+ *              replaces the SwiGLU of every layer; its create failure and
+ *              a missing required key abort model creation with a message
+ *   host       the services table (core/host.c) against an in-process
+ *              fake component: tern_create naming, publish/lookup,
+ *              call_forward/backward by instance, conf_* forwarding
  *
  * Small model: D = 32, 2 layers, 2 heads, ctx 8, B = 2 (and latent_kv = 4).
  */
@@ -21,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "model.h"
+#include "model_internal.h"
 #include "testutil.h"
 
 /* ------------------------------------------------------------------------
@@ -88,7 +95,8 @@ static arb_backend *fd_backend(void)
 /* ------------------------------------------------------------------------
  * helpers */
 
-static arb_cfg *small_cfg(const char *extra1, const char *extra2)
+static arb_cfg *small_cfg3(const char *extra1, const char *extra2,
+			   const char *extra3)
 {
 	const char *ov[16];
 	int n = 0;
@@ -99,12 +107,18 @@ static arb_cfg *small_cfg(const char *extra1, const char *extra2)
 	ov[n++] = "run.seed=7";
 	if (extra1) ov[n++] = extra1;
 	if (extra2) ov[n++] = extra2;
+	if (extra3) ov[n++] = extra3;
 	ov[n] = NULL;
 	arb_cfg *cfg = NULL;
 	arb_error err = { 0 };
 	arb_status s = arb_cfg_load(&cfg, NULL, ov, &err);
 	ck_assert_msg(s == ARB_OK, "config: %s", err.msg);
 	return cfg;
+}
+
+static arb_cfg *small_cfg(const char *extra1, const char *extra2)
+{
+	return small_cfg3(extra1, extra2, NULL);
 }
 
 static arb_model *make_model(arb_cfg *cfg, arb_backend *be, int B)
@@ -443,6 +457,173 @@ START_TEST(test_sample)
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * plugins through the real loader: tests/plugins/good.c (FFN slot) */
+
+static arb_cfg *good_cfg(const char *extra1, const char *extra2)
+{
+	static char pp[4200];
+	snprintf(pp, sizeof pp, "run.plugin_path=%s",
+		 arb_test_build_path("tests/plugins"));
+	return small_cfg3(pp, extra1, extra2);
+}
+
+START_TEST(test_plugin_ffn)
+{
+	arb_cfg *cfg = good_cfg("good.name=trunk-test", NULL);
+	arb_error err = { 0 };
+	arb_model *m = NULL;
+	arb_status s = arb_model_create(&m, cfg, arb_backend_cpu(), 2, &err);
+	ck_assert_msg(s == ARB_OK, "create with plugin 'good': %s", err.msg);
+	arb_registry *r = arb_model_registry(m);
+	/* the FFN slot replaced the SwiGLU of every layer */
+	ck_assert_ptr_null(arb_registry_find(r, "blk0.ffn.w1"));
+	ck_assert_ptr_null(arb_registry_find(r, "blk1.ffn.w2"));
+	ck_assert_ptr_nonnull(arb_registry_find(r, "blk1.attn.o"));
+	uint8_t bytes[2 * 27];
+	fill_text(bytes, sizeof bytes, 3);
+	double loss = fwd(m, bytes, 2, 1);
+	ck_assert(isfinite(loss));
+	ck_assert_msg(arb_model_backward(m, &k_vote, &err) == ARB_OK, "%s", err.msg);
+	ck_assert_msg(arb_model_step(m, 0, NULL, &err) == ARB_OK, "%s", err.msg);
+	char buf[64];
+	ck_assert_int_eq(arb_model_metrics(m, buf, sizeof buf), 0);
+	arb_model_free(m);
+	arb_cfg_free(cfg);
+}
+END_TEST
+
+START_TEST(test_plugin_refusals)
+{
+	arb_error err = { 0 };
+	arb_model *m = NULL;
+	/* create() refuses level 13 with its own message */
+	arb_cfg *cfg = good_cfg("good.name=x", "good.level=13");
+	arb_status s = arb_model_create(&m, cfg, arb_backend_cpu(), 2, &err);
+	ck_assert_int_eq(s, ARB_ERR_PLUGIN);
+	ck_assert_ptr_null(m);
+	ck_assert_msg(strstr(err.msg, "refused on purpose") != NULL, "%s", err.msg);
+	arb_cfg_free(cfg);
+	/* the required key `name` is missing: validation names it */
+	cfg = good_cfg("good.level=5", NULL);
+	memset(&err, 0, sizeof err);
+	s = arb_model_create(&m, cfg, arb_backend_cpu(), 2, &err);
+	ck_assert_int_eq(s, ARB_ERR_CONFIG);
+	ck_assert_msg(strstr(err.msg, "name") != NULL, "%s", err.msg);
+	arb_cfg_free(cfg);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * host services table against an in-process fake component */
+
+static int fake_calls;
+
+static arb_status fake_forward(void *self, arb_io *io, arb_error *err)
+{
+	fake_calls += 1;
+	io->y[0] += 1.0f;
+	return ARB_OK;
+}
+
+static arb_status fake_backward(void *self, arb_io *io, arb_error *err)
+{
+	fake_calls += 100;
+	return ARB_ERR_NUMERIC;
+}
+
+START_TEST(test_host_table)
+{
+	arb_cfg *cfg = small_cfg("fake.level=3", NULL);
+	arb_sched_cfg sc;
+	arb_error err = { 0 };
+	ck_assert(arb_sched_cfg_from_conf(&sc, arb_cfg_section(cfg, "schedule"),
+					  arb_cfg_section(cfg, "model"), 7, &err) == ARB_OK);
+	arb_registry reg;
+	arb_registry_init(&reg, arb_backend_cpu(), &sc);
+	static const arb_conf_key schema[] = {
+		{ "level", ARB_CONF_INT, "1", 0, 10, NULL, "test" },
+		{ "tag", ARB_CONF_STRING, "abc", 0, 0, NULL, "test" },
+		ARB_CONF_END
+	};
+	ck_assert_msg(arb_cfg_validate_section(cfg, "fake", schema, &err) == ARB_OK,
+		      "%s", err.msg);
+	const arb_conf *conf = arb_cfg_section(cfg, "fake");
+	arb_plugin desc;
+	memset(&desc, 0, sizeof desc);
+	desc.forward = fake_forward;
+	desc.backward = fake_backward;
+	arb_hostctx ctx;
+	memset(&ctx, 0, sizeof ctx);
+	ctx.info.d_model = 32;
+	ctx.be = arb_backend_cpu();
+	ctx.reg = &reg;
+	ctx.log_level = ARB_LOG_ERROR;
+	arb_component a, b;
+	memset(&a, 0, sizeof a);
+	memset(&b, 0, sizeof b);
+	snprintf(a.instance, sizeof a.instance, "alpha");
+	snprintf(b.instance, sizeof b.instance, "beta");
+	a.lp.desc = &desc;
+	b.lp.desc = &desc;
+	a.self = &a;
+	b.self = &b;
+	arb_component *list[2] = { &a, &b };
+	ctx.comps = list;
+	ctx.n_comps = 2;
+	arb_host_setup(&ctx, &a);
+	arb_host_setup(&ctx, &b);
+	const arb_host *h = &a.host;
+	ck_assert_uint_eq(h->abi_version, ARB_ABI_VERSION);
+	ck_assert_uint_eq(h->struct_size, sizeof(arb_host));
+	ck_assert_int_eq(h->model(h)->d_model, 32);
+	ck_assert_ptr_eq(h->backend(h), arb_backend_cpu());
+	ck_assert_int_eq(h->conf_int(conf, "level"), 3);
+	ck_assert_str_eq(h->conf_str(conf, "tag"), "abc");
+	h->log(h, ARB_LOG_DEBUG, "dropped by the level filter %d", 1);
+	/* tern_create: "<instance>.<name>", registered, initialized */
+	arb_tern *t = NULL;
+	arb_tern_param p = { sizeof p, 0, 0, 0, -1.0, 0, 0 };
+	ck_assert_msg(h->tern_create(h, "alpha", "proj", 8, 32, &p, &t, &err) == ARB_OK,
+		      "%s", err.msg);
+	ck_assert_str_eq(t->name, "alpha.proj");
+	ck_assert_ptr_eq(arb_registry_find(&reg, "alpha.proj"), t);
+	ck_assert_int_ne(h->tern_create(h, "alpha", "proj", 8, 32, &p, &t, &err), ARB_OK);
+	ck_assert_int_ne(h->tern_create(h, "alpha", "bad", 0, 32, &p, &t, &err), ARB_OK);
+	/* publish / lookup, replacing by name */
+	float data[4] = { 1, 2, 3, 4 };
+	arb_named nt = { sizeof nt, ARB_F32, 1, { 4 }, data };
+	ck_assert_ptr_null(h->lookup(h, "alpha.codes"));
+	ck_assert(h->publish(h, "alpha.codes", &nt, &err) == ARB_OK);
+	const arb_named *got = b.host.lookup(&b.host, "alpha.codes");
+	ck_assert_ptr_nonnull(got);
+	ck_assert_ptr_eq(got->data, data);
+	nt.shape[0] = 2;
+	ck_assert(h->publish(h, "alpha.codes", &nt, &err) == ARB_OK);
+	ck_assert_int_eq(b.host.lookup(&b.host, "alpha.codes")->shape[0], 2);
+	ck_assert_int_eq(ctx.n_named, 1);
+	/* call_forward / call_backward by instance name */
+	float y[1] = { 0 };
+	arb_io io;
+	memset(&io, 0, sizeof io);
+	io.y = y;
+	fake_calls = 0;
+	ck_assert(h->call_forward(h, "beta", &io, &err) == ARB_OK);
+	ck_assert_float_eq(y[0], 1.0f);
+	ck_assert_int_eq(fake_calls, 1);
+	ck_assert_int_eq(h->call_backward(h, "beta", &io, &err), ARB_ERR_NUMERIC);
+	ck_assert_int_eq(fake_calls, 101);
+	ck_assert_int_eq(h->call_forward(h, "gamma", &io, &err), ARB_ERR_PLUGIN);
+	ck_assert_msg(strstr(err.msg, "gamma") != NULL, "%s", err.msg);
+	ck_assert_int_eq(h->call_forward(h, "alpha", &io, &err), ARB_ERR_PLUGIN);
+	ck_assert_int_eq(h->set_error(&err, ARB_ERR_IO, "x=%d", 5), ARB_ERR_IO);
+	ck_assert_str_eq(err.msg, "x=5");
+	arb_hostctx_free(&ctx);
+	arb_registry_free(&reg);
+	arb_cfg_free(cfg);
+}
+END_TEST
+
 Suite *suite_model(void)
 {
 	Suite *s = suite_create("model");
@@ -451,6 +632,9 @@ Suite *suite_model(void)
 	tcase_add_test(tc, test_init_loss);
 	tcase_add_test(tc, test_config_errors);
 	tcase_add_test(tc, test_missing_plugin);
+	tcase_add_test(tc, test_plugin_ffn);
+	tcase_add_test(tc, test_plugin_refusals);
+	tcase_add_test(tc, test_host_table);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("gradients");
 	tcase_set_timeout(tc, 60);
