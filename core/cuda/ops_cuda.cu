@@ -1,0 +1,887 @@
+/*
+ * core/cuda/ops_cuda.cu -- the CUDA backend table (arb_backend_cuda): device
+ * memory, packed-first tensor init, the ternary step (count + flip + repack +
+ * exponent rule), the ternary table (embed gather / vote with duplicate
+ * indices), RMSNorm, SwiGLU, axpy, add_rows, cross-entropy and the
+ * deterministic reductions. Linear ops live in linear.cu, attention in
+ * attention.cu. Semantics: arb/tensor.h and arb/ops.h, matched against the
+ * CPU reference (core/ops_cpu.c) by tests/check_gpu.c.
+ */
+#include <cub/cub.cuh>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "common.cuh"
+
+static cuda_priv g_priv;
+static int g_first_error = 0;
+
+void cuda_report(cudaError_t e, const char *what, const char *file, int line)
+{
+	if (g_first_error++ < 8)
+		fprintf(stderr, "arbcore cuda: %s:%d: %s: %s\n", file, line, what,
+			cudaGetErrorString(e));
+}
+
+cuda_priv *cuda_get_priv(arb_backend *be) { return (cuda_priv *)be->priv; }
+
+double *cuda_partials(arb_backend *be, int64_t n)
+{
+	cuda_priv *p = cuda_get_priv(be);
+	if (n > p->partials_n) {
+		if (p->partials) { CK(cudaDeviceSynchronize()); CK(cudaFree(p->partials)); }
+		int64_t m = n < 4096 ? 4096 : n;
+		CK(cudaMalloc((void **)&p->partials, (size_t)m * sizeof(double)));
+		p->partials_n = m;
+	}
+	return p->partials;
+}
+
+float *cuda_split_ws(arb_backend *be, int64_t n, unsigned int **cnt, int64_t ncnt)
+{
+	cuda_priv *p = cuda_get_priv(be);
+	if (n > p->split_n) {
+		if (p->split) { CK(cudaDeviceSynchronize()); CK(cudaFree(p->split)); }
+		CK(cudaMalloc((void **)&p->split, (size_t)n * sizeof(float)));
+		p->split_n = n;
+	}
+	if (ncnt > p->split_cnt_n) {
+		if (p->split_cnt) { CK(cudaDeviceSynchronize()); CK(cudaFree(p->split_cnt)); }
+		int64_t m = ncnt < 4096 ? 4096 : ncnt;
+		CK(cudaMalloc((void **)&p->split_cnt, (size_t)m * sizeof(unsigned int)));
+		CK(cudaMemset(p->split_cnt, 0, (size_t)m * sizeof(unsigned int)));
+		p->split_cnt_n = m;
+	}
+	*cnt = p->split_cnt;
+	return p->split;
+}
+
+void *cuda_scratch(arb_backend *be, size_t bytes)
+{
+	cuda_priv *p = cuda_get_priv(be);
+	if (bytes > p->scratch_n) {
+		if (p->scratch) { CK(cudaDeviceSynchronize()); CK(cudaFree(p->scratch)); }
+		CK(cudaMalloc(&p->scratch, bytes));
+		p->scratch_n = bytes;
+	}
+	return p->scratch;
+}
+
+/* ---------------------------------------------------------------------------
+ * block reductions */
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v)
+{
+	for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+__device__ __forceinline__ float warp_max(float v)
+{
+	for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+	return v;
+}
+/* sum over the block in a fixed order; every thread gets the result.
+ * blockDim.x a multiple of 32, <= 1024 */
+template <typename T>
+__device__ T block_sum(T v)
+{
+	__shared__ T sh[32];
+	int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+	v = warp_sum(v);
+	__syncthreads();
+	if (lane == 0) sh[w] = v;
+	__syncthreads();
+	int nw = blockDim.x >> 5;
+	T t = lane < nw ? sh[lane] : (T)0;
+	return warp_sum(t);
+}
+__device__ float block_max(float v)
+{
+	__shared__ float sh[32];
+	int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+	v = warp_max(v);
+	__syncthreads();
+	if (lane == 0) sh[w] = v;
+	__syncthreads();
+	int nw = blockDim.x >> 5;
+	float t = lane < nw ? sh[lane] : -INFINITY;
+	return warp_max(t);
+}
+
+/* ---------------------------------------------------------------------------
+ * deterministic sum of partials: one block, fixed order */
+__global__ void finalize_kernel1(const double *parts, int64_t n, double *dst,
+				 int add, int *rms_out, int64_t nweights)
+{
+	double s = 0.0;
+	for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += parts[i];
+	s = block_sum(s);
+	if (threadIdx.x == 0) {
+		double tot = add ? *dst + s : s;
+		*dst = tot;
+		if (rms_out) *rms_out = dev_rms_log2(s, nweights);
+	}
+}
+void cuda_finalize_sumsq(const double *parts, int64_t n, double *dst, int add,
+			 int *rms_out, int64_t nweights)
+{
+	finalize_kernel1<<<1, 1024>>>(parts, n, dst, add, rms_out, nweights);
+	CK_LAUNCH(finalize);
+}
+
+/* ---------------------------------------------------------------------------
+ * memory */
+static void *c_alloc(arb_backend *be, size_t bytes)
+{
+	void *p = NULL;
+	if (bytes == 0) bytes = 1;
+	cudaError_t e = cudaMalloc(&p, bytes);
+	if (e != cudaSuccess) { cuda_report(e, "cudaMalloc", __FILE__, __LINE__); return NULL; }
+	CK(cudaMemset(p, 0, bytes));
+	return p;
+}
+static void c_free(arb_backend *be, void *p) { if (p) CK(cudaFree(p)); }
+static void c_zero(arb_backend *be, void *p, size_t n) { if (n) CK(cudaMemsetAsync(p, 0, n, 0)); }
+static void c_upload(arb_backend *be, void *d, const void *s, size_t n)
+{
+	if (n) CK(cudaMemcpy(d, s, n, cudaMemcpyHostToDevice));
+}
+static void c_download(arb_backend *be, void *d, const void *s, size_t n)
+{
+	if (n) CK(cudaMemcpy(d, s, n, cudaMemcpyDeviceToHost));
+}
+static void c_copy(arb_backend *be, void *d, const void *s, size_t n)
+{
+	if (n) CK(cudaMemcpyAsync(d, s, n, cudaMemcpyDeviceToDevice, 0));
+}
+static void c_sync(arb_backend *be) { CK(cudaDeviceSynchronize()); }
+
+/* ---------------------------------------------------------------------------
+ * tensors */
+static void c_tern_free(arb_backend *be, arb_tern *t)
+{
+	if (!t) return;
+	void *ps[] = { t->packed, t->E, t->T_accum, t->E_accum, t->corr, t->score, t->ws_dev };
+	for (unsigned i = 0; i < sizeof ps / sizeof ps[0]; i++)
+		if (ps[i]) CK(cudaFree(ps[i]));
+	t->packed = NULL; t->E = NULL; t->T_accum = NULL; t->E_accum = NULL;
+	t->corr = NULL; t->score = NULL; t->ws_dev = NULL;
+}
+
+static arb_status c_tern_alloc(arb_backend *be, arb_tern *t, arb_error *err)
+{
+	if (t->rows < 1 || t->cols < 1 || t->group_size < ARB_GROUP_MIN ||
+	    t->group_size > ARB_GROUP_MAX)
+		return (arb_status)ARB_FAIL(err, ARB_ERR_INVALID,
+			"tensor '%s': bad shape %lld x %lld or group size %d", t->name,
+			(long long)t->rows, (long long)t->cols, t->group_size);
+	t->groups = arb_groups(t->cols, t->group_size);
+	t->row_bytes = arb_row_bytes(t->cols);
+	t->flags |= ARB_TERN_DEVICE;
+	t->rms_log2 = ARB_RMS_UNKNOWN;
+	t->steps = 0;
+	t->sumsq = 0.0;
+	int64_t ng = t->rows * (int64_t)t->groups;
+	t->packed = NULL; t->E = NULL; t->T_accum = NULL; t->E_accum = NULL;
+	t->corr = NULL; t->score = NULL; t->ws_dev = NULL;
+	int ok = 1;
+#define DALLOC(ptr, bytes) do { void *p_ = NULL; \
+	if (cudaMalloc(&p_, (size_t)(bytes)) != cudaSuccess) ok = 0; \
+	else CK(cudaMemset(p_, 0, (size_t)(bytes))); \
+	*(void **)&(ptr) = p_; } while (0)
+	DALLOC(t->packed, t->rows * t->row_bytes);
+	DALLOC(t->E, ng);
+	if (!(t->flags & ARB_TERN_FROZEN)) DALLOC(t->T_accum, t->rows * t->cols);
+	if (t->erule == ARB_ERULE_RESIDUAL) DALLOC(t->E_accum, ng);
+	if (t->erule == ARB_ERULE_BIGINT) DALLOC(t->corr, ng * 8);
+	if (t->erule != ARB_ERULE_FROZEN) DALLOC(t->score, ng * 4);
+	DALLOC(t->ws_dev, sizeof(tern_ws));
+#undef DALLOC
+	if (!ok) {
+		cudaGetLastError();
+		c_tern_free(be, t);
+		return (arb_status)ARB_FAIL(err, ARB_ERR_NOMEM,
+			"tensor '%s' (%lld x %lld): out of device memory", t->name,
+			(long long)t->rows, (long long)t->cols);
+	}
+	/* all-zero trits (code 1 in every digit = 121) until init */
+	CK(cudaMemset(t->packed, 121, (size_t)(t->rows * t->row_bytes)));
+	return ARB_OK;
+}
+
+/* one thread per packed byte: 5 trits from the RNG, packed in place */
+__global__ void init_trits_kernel1(uint8_t *packed, int64_t rows, int64_t cols,
+				   int64_t rb, uint64_t seed, uint64_t s_trit,
+				   uint64_t s_sign, double zthr, int const_trit)
+{
+	int64_t nb = rows * rb;
+	for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nb;
+	     b += (int64_t)gridDim.x * blockDim.x) {
+		int64_t r = b / rb, c0 = (b - r * rb) * 5;
+		int v = 0;
+		for (int j = 4; j >= 0; j--) {
+			int64_t c = c0 + j;
+			int t = 0;
+			if (c < cols) {
+				if (const_trit) t = const_trit > 0 ? 1 : -1;
+				else {
+					int64_t i = r * cols + c;
+					uint32_t u = arb_rng_u32(seed, s_trit, (uint64_t)i);
+					if ((double)u < zthr) t = 0;
+					else t = (arb_rng_u32(seed, s_sign, (uint64_t)i) & 1u) ? 1 : -1;
+				}
+			}
+			v = v * 3 + t + 1;
+		}
+		packed[b] = (uint8_t)v;
+	}
+}
+__global__ void init_accum_kernel1(int8_t *T, int64_t n, uint64_t seed,
+				   uint64_t s_acc, int a)
+{
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		uint32_t u = arb_rng_u32(seed, s_acc, (uint64_t)i);
+		T[i] = (int8_t)((int)(u % (uint32_t)(2 * a + 1)) - a);
+	}
+}
+
+static unsigned int grid_for(int64_t n, int threads)
+{
+	int64_t g = (n + threads - 1) / threads;
+	int64_t cap = (int64_t)g_priv.sms * 32;
+	if (g > cap) g = cap;
+	if (g < 1) g = 1;
+	return (unsigned int)g;
+}
+
+static void c_tern_init(arb_backend *be, arb_tern *t, const arb_tern_init *ini)
+{
+	int64_t ng = t->rows * (int64_t)t->groups;
+	uint64_t s_trit = arb_rng_stream(t->id, 0, ARB_RNG_INIT_TRIT);
+	uint64_t s_sign = arb_rng_stream(t->id, 0, ARB_RNG_INIT_SIGN);
+	uint64_t s_acc = arb_rng_stream(t->id, 0, ARB_RNG_INIT_ACCUM);
+	int64_t nb = t->rows * t->row_bytes;
+	init_trits_kernel1<<<grid_for(nb, 256), 256>>>(t->packed, t->rows, t->cols,
+		t->row_bytes, ini->seed, s_trit, s_sign, ini->zero_frac * 4294967296.0,
+		(ini->const_trit > 0) - (ini->const_trit < 0));
+	CK_LAUNCH(init_trits);
+	int e0 = ini->e_init < -128 ? -128 : (ini->e_init > 127 ? 127 : ini->e_init);
+	int ai = ini->accum_init < 0 ? 0 : (ini->accum_init > 127 ? 127 : ini->accum_init);
+	CK(cudaMemsetAsync(t->E, (unsigned char)(int8_t)e0, (size_t)ng, 0));
+	if (t->T_accum) {
+		if (ai > 0) {
+			init_accum_kernel1<<<grid_for(t->rows * t->cols, 256), 256>>>(
+				t->T_accum, t->rows * t->cols, ini->seed, s_acc, ai);
+			CK_LAUNCH(init_accum);
+		} else {
+			CK(cudaMemsetAsync(t->T_accum, 0, (size_t)(t->rows * t->cols), 0));
+		}
+	}
+	if (t->E_accum) CK(cudaMemsetAsync(t->E_accum, 0, (size_t)ng, 0));
+	if (t->corr) CK(cudaMemsetAsync(t->corr, 0, (size_t)ng * 8, 0));
+	if (t->score) CK(cudaMemsetAsync(t->score, 0, (size_t)ng * 4, 0));
+	if (t->ws_dev) CK(cudaMemsetAsync(t->ws_dev, 0, sizeof(tern_ws), 0));
+	t->steps = 0;
+	t->rms_log2 = ARB_RMS_UNKNOWN;
+	t->sumsq = 0.0;
+}
+
+/* ---------------------------------------------------------------------------
+ * ternary step. One thread per packed byte (5 weights). */
+struct step_args {
+	uint8_t *packed;
+	int8_t *T;
+	int32_t *score;       /* non-NULL with order T_FIRST: flips subtracted */
+	int64_t rows, cols, rb;
+	int gs, groups;
+	int thr, reset_rem;
+	int capping;          /* 0 none; else compare with p32 */
+	unsigned long long cap;
+	uint64_t seed, stream;
+	tern_ws *ws;
+};
+
+template <typename T>
+__device__ __forceinline__ void block_add_u64(T v, unsigned long long *dst)
+{
+	unsigned long long s = block_sum((unsigned long long)v);
+	if (threadIdx.x == 0 && s) atomicAdd(dst, s);
+}
+
+/* pass 1: candidates (|T| >= thr and the trit can still move) */
+__global__ void step_count_kernel1(step_args a)
+{
+	int64_t nb = a.rows * a.rb;
+	unsigned int cand = 0;
+	for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nb;
+	     b += (int64_t)gridDim.x * blockDim.x) {
+		int64_t r = b / a.rb, c0 = (b - r * a.rb) * 5;
+		unsigned int byte = a.packed[b];
+		const int8_t *Tr = a.T + r * a.cols;
+#pragma unroll
+		for (int j = 0; j < 5; j++) {
+			int64_t c = c0 + j;
+			if (c >= a.cols) break;
+			int T = Tr[c];
+			int dir = T > 0 ? 1 : -1;
+			if ((T >= a.thr || -T >= a.thr) && trit_digit(byte, j) != dir) cand++;
+		}
+	}
+	block_add_u64(cand, &a.ws->cand);
+}
+
+/* frozen tensors: count zero trits only */
+__global__ void step_zeros_kernel1(step_args a)
+{
+	int64_t nb = a.rows * a.rb;
+	unsigned int zeros = 0;
+	for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nb;
+	     b += (int64_t)gridDim.x * blockDim.x) {
+		int64_t r = b / a.rb, c0 = (b - r * a.rb) * 5;
+		unsigned int byte = a.packed[b];
+		for (int j = 0; j < 5 && c0 + j < a.cols; j++) zeros += trit_digit(byte, j) == 0;
+	}
+	block_add_u64(zeros, &a.ws->stats[5]);
+}
+
+/* pass 2: flips, holds, repack, stats */
+__global__ void step_apply_kernel2(step_args a)
+{
+	int64_t nb = a.rows * a.rb;
+	unsigned int flips = 0, cand = 0, sat = 0, capped = 0, zeros = 0;
+	uint32_t p32 = 0;
+	int capping = 0;
+	if (a.capping) {
+		unsigned long long nc = a.ws->cand;
+		if (nc > a.cap) {
+			capping = 1;
+			p32 = (uint32_t)((a.cap << 32) / nc);
+		}
+	}
+	for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nb;
+	     b += (int64_t)gridDim.x * blockDim.x) {
+		int64_t r = b / a.rb, c0 = (b - r * a.rb) * 5;
+		unsigned int byte = a.packed[b];
+		int8_t *Tr = a.T + r * a.cols;
+		int tr[5];
+		int changed = 0;
+#pragma unroll
+		for (int j = 0; j < 5; j++) {
+			int64_t c = c0 + j;
+			tr[j] = trit_digit(byte, j);
+			if (c >= a.cols) continue;
+			int T = Tr[c];
+			if (T >= a.thr || -T >= a.thr) {
+				int dir = T > 0 ? 1 : -1;
+				if (tr[j] == dir) {
+					sat++;
+					Tr[c] = (int8_t)(dir * a.thr);
+				} else {
+					cand++;
+					if (capping && arb_rng_u32(a.seed, a.stream,
+						(uint64_t)(r * a.cols + c)) >= p32) {
+						capped++;
+						Tr[c] = (int8_t)(dir * a.thr);
+					} else {
+						flips++;
+						tr[j] += dir;
+						changed = 1;
+						Tr[c] = (int8_t)(a.reset_rem ? T - dir * a.thr : 0);
+						if (a.score)
+							atomicSub(&a.score[r * a.groups + c / a.gs], 1);
+					}
+				}
+			}
+			zeros += tr[j] == 0;
+		}
+		if (changed) {
+			int v = 0;
+			for (int j = 4; j >= 0; j--) v = v * 3 + tr[j] + 1;
+			a.packed[b] = (uint8_t)v;
+		}
+	}
+	block_add_u64(flips, &a.ws->stats[0]);
+	block_add_u64(cand, &a.ws->stats[1]);
+	block_add_u64(sat, &a.ws->stats[2]);
+	block_add_u64(capped, &a.ws->stats[3]);
+	block_add_u64(zeros, &a.ws->stats[5]);
+}
+
+/* exponent rule per group; score zeroed */
+__global__ void step_erule_kernel3(int32_t *score, int8_t *E, int8_t *Eacc,
+				   int64_t *corr, int64_t ng, int ethr, int emin,
+				   int emax, tern_ws *ws)
+{
+	unsigned int ch = 0;
+	for (int64_t g = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g < ng;
+	     g += (int64_t)gridDim.x * blockDim.x) {
+		int s = score[g];
+		if (Eacc) {
+			int ea = (int)Eacc[g] - ((s > 0) - (s < 0));
+			ea = ea < -127 ? -127 : (ea > 127 ? 127 : ea);
+			int e0 = E[g], e = e0;
+			if (ea >= ethr) { e += 1; ea -= ethr; }
+			else if (ea <= -ethr) { e -= 1; ea += ethr; }
+			e = e < emin ? emin : (e > emax ? emax : e);
+			Eacc[g] = (int8_t)ea;
+			if (e != e0) { E[g] = (int8_t)e; ch++; }
+		}
+		if (corr) corr[g] -= s;
+		score[g] = 0;
+	}
+	block_add_u64(ch, &ws->stats[4]);
+}
+
+static void c_tern_step(arb_backend *be, arb_tern *w, const arb_step *p,
+			arb_step_stats *st)
+{
+	if (st) memset(st, 0, sizeof *st);
+	tern_ws *ws = (tern_ws *)w->ws_dev;
+	CK(cudaMemsetAsync(ws->stats, 0, sizeof ws->stats, 0));
+	CK(cudaMemsetAsync(&ws->cand, 0, sizeof ws->cand, 0));
+	step_args a;
+	a.packed = w->packed;
+	a.T = w->T_accum;
+	a.score = (w->score && p->order == ARB_ORDER_T_FIRST) ? w->score : NULL;
+	a.rows = w->rows; a.cols = w->cols; a.rb = w->row_bytes;
+	a.gs = w->group_size; a.groups = w->groups;
+	a.thr = p->threshold < 1 ? 1 : (p->threshold > 127 ? 127 : p->threshold);
+	a.reset_rem = p->reset_mode == ARB_RESET_REMAINDER;
+	a.capping = p->cap_ppm > 0;
+	a.cap = p->cap_ppm > 0 ?
+		(unsigned long long)((w->rows * w->cols) * p->cap_ppm / 1000000) : 0;
+	a.seed = p->seed;
+	a.stream = arb_rng_stream(w->id, p->t, ARB_RNG_FLIP_CAP);
+	a.ws = ws;
+	int64_t nb = w->rows * w->row_bytes;
+	unsigned int grid = grid_for(nb, 256);
+	if (!w->T_accum) {
+		/* frozen: nothing moves; report its zeros */
+		step_zeros_kernel1<<<grid, 256>>>(a);
+		CK_LAUNCH(step_zeros);
+		unsigned long long z = 0;
+		CK(cudaMemcpy(&z, &ws->stats[5], sizeof z, cudaMemcpyDeviceToHost));
+		if (st) st->zeros = (int64_t)z;
+		return;
+	}
+	if (a.capping) {
+		step_count_kernel1<<<grid, 256>>>(a);
+		CK_LAUNCH(step_count);
+	}
+	step_apply_kernel2<<<grid, 256>>>(a);
+	CK_LAUNCH(step_apply);
+	if (w->score) {
+		int64_t ng = w->rows * (int64_t)w->groups;
+		step_erule_kernel3<<<grid_for(ng, 256), 256>>>(w->score, w->E,
+			w->erule == ARB_ERULE_RESIDUAL ? w->E_accum : NULL,
+			w->erule == ARB_ERULE_BIGINT ? w->corr : NULL, ng,
+			p->e_threshold, p->e_min, p->e_max, ws);
+		CK_LAUNCH(step_erule);
+	}
+	tern_ws h;
+	CK(cudaMemcpy(&h, ws, sizeof h, cudaMemcpyDeviceToHost));
+	if (st) {
+		st->flips = (int64_t)h.stats[0];
+		st->candidates = (int64_t)h.stats[1];
+		st->saturated = (int64_t)h.stats[2];
+		st->capped = (int64_t)h.stats[3];
+		st->e_changes = (int64_t)h.stats[4];
+		st->zeros = (int64_t)h.stats[5];
+	}
+	w->steps += 1;
+	double sumsq = h.sumsq + w->sumsq;
+	if (sumsq > 0.0) w->rms_log2 = (int8_t)arb_rms_log2(sumsq, w->rows * w->cols);
+	w->sumsq = 0.0;
+	CK(cudaMemsetAsync(&ws->sumsq, 0, sizeof ws->sumsq, 0));
+}
+
+/* ---------------------------------------------------------------------------
+ * ternary table */
+__global__ void embed_forward_kernel1(tern_view v, const int32_t *idx, int64_t n,
+				      float *out, int acc)
+{
+	int64_t D = v.cols;
+	for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n * D;
+	     e += (int64_t)gridDim.x * blockDim.x) {
+		int64_t p = e / D, d = e - p * D;
+		int64_t r = idx[p];
+		if (r < 0 || r >= v.rows) { out[e] = NAN; continue; }
+		int t = trit_digit(v.packed[r * v.row_bytes + d / 5], (int)(d % 5));
+		float w = t ? (float)t * view_scale(v, r, (int)(d / v.gs)) : 0.0f;
+		out[e] = acc ? out[e] + w : w;
+	}
+}
+static void c_embed_forward(arb_backend *be, const arb_tern *w, const int32_t *idx,
+			    int64_t n, float *out, int accumulate)
+{
+	if (n <= 0) return;
+	embed_forward_kernel1<<<grid_for(n * w->cols, 256), 256>>>(tern_view_of(w),
+		idx, n, out, accumulate);
+	CK_LAUNCH(embed_forward);
+}
+
+__global__ void iota_kernel(int32_t *v, int64_t n)
+{
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+	     i += (int64_t)gridDim.x * blockDim.x) v[i] = (int32_t)i;
+}
+
+/* one warp per sorted position; the first position of each run of equal
+ * rows sums the run in position order (deterministic) and votes the row.
+ * mode 0: measure sumsq only; 1: vote (and sumsq if want_sq) */
+struct evote_args {
+	const int32_t *keys, *pos;
+	int64_t n;
+	const float *dout;
+	int8_t *T;
+	int32_t *score;
+	const uint8_t *packed;
+	int64_t rows, cols, rb;
+	int gs, groups;
+	int kind, step, R, rms_host;
+	const int *rms_dev;
+	uint64_t seed, stream;
+	double *parts;
+	int mode, want_sq;
+};
+__global__ void embed_vote_kernel1(evote_args a)
+{
+	int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+	int lane = threadIdx.x & 31;
+	if (i >= a.n) return;
+	int32_t row = a.keys[i];
+	double sq = 0.0;
+	if (row >= 0 && row < a.rows && (i == 0 || a.keys[i - 1] != row)) {
+		int64_t end = i + 1;
+		while (end < a.n && a.keys[end] == row) end++;
+		int rms = vote_rms_dev(a.rms_host, a.rms_dev);
+		for (int64_t d = lane; d < a.cols; d += 32) {
+			float g = 0.0f;
+			for (int64_t j = i; j < end; j++) g += a.dout[(int64_t)a.pos[j] * a.cols + d];
+			sq += (double)g * (double)g;
+			if (a.mode == 0) continue;
+			int64_t wi = (int64_t)row * a.cols + d;
+			int sg = (g > 0.0f) - (g < 0.0f);
+			int inc = a.kind == ARB_VOTE_SR ? sr_inc(g, a.R, rms, a.seed, a.stream, (uint64_t)wi)
+							: a.step * sg;
+			a.T[wi] = accum_sub(a.T[wi], inc);
+			if (a.score && sg) {
+				int t = trit_digit(a.packed[(int64_t)row * a.rb + d / 5], (int)(d % 5));
+				if (t) atomicAdd(&a.score[(int64_t)row * a.groups + d / a.gs], sg * t);
+			}
+		}
+	}
+	if (a.parts) {
+		sq = warp_sum(sq);
+		if (lane == 0) a.parts[i] = sq;
+	}
+}
+
+static void c_embed_vote(arb_backend *be, arb_tern *w, const int32_t *idx,
+			 int64_t n, const float *dout, const arb_vote *v)
+{
+	if (n <= 0 || !w->T_accum) return;
+	tern_ws *ws = (tern_ws *)w->ws_dev;
+	/* scratch: keys_in(=idx copy not needed), pos_in, keys_out, pos_out, cub tmp */
+	size_t tmp = 0;
+	cub::DeviceRadixSort::SortPairs(NULL, tmp, (const int32_t *)NULL, (int32_t *)NULL,
+					(const int32_t *)NULL, (int32_t *)NULL, (int)n);
+	size_t vec = ((size_t)n * 4 + 255) & ~(size_t)255;
+	char *s = (char *)cuda_scratch(be, 3 * vec + tmp + 256);
+	int32_t *pos_in = (int32_t *)s, *keys_out = (int32_t *)(s + vec),
+		*pos_out = (int32_t *)(s + 2 * vec);
+	void *cubtmp = s + 3 * vec;
+	iota_kernel<<<grid_for(n, 256), 256>>>(pos_in, n);
+	CK_LAUNCH(iota);
+	CK(cub::DeviceRadixSort::SortPairs(cubtmp, tmp, idx, keys_out, pos_in, pos_out,
+					   (int)n, 0, 32, (cudaStream_t)0));
+	int sr = v->kind == ARB_VOTE_SR;
+	double *parts = sr ? cuda_partials(be, n) : NULL;
+	evote_args a;
+	a.keys = keys_out; a.pos = pos_out; a.n = n; a.dout = dout; a.T = w->T_accum;
+	a.score = w->score; a.packed = w->packed; a.rows = w->rows; a.cols = w->cols; a.rb = w->row_bytes;
+	a.gs = w->group_size; a.groups = w->groups; a.kind = v->kind; a.step = v->step;
+	a.R = v->sr_R; a.rms_host = w->rms_log2; a.rms_dev = &ws->rms_now;
+	a.seed = v->seed; a.stream = arb_rng_stream(w->id, v->t, ARB_RNG_VOTE_SR);
+	a.parts = parts; a.want_sq = sr;
+	unsigned int grid = cdiv(n * 32, 256);
+	if (sr && w->rms_log2 == ARB_RMS_UNKNOWN) {
+		a.mode = 0;
+		embed_vote_kernel1<<<grid, 256>>>(a);
+		CK_LAUNCH(embed_measure);
+		cuda_finalize_sumsq(parts, n, &ws->measured, 0, &ws->rms_now, w->rows * w->cols);
+	}
+	a.mode = 1;
+	embed_vote_kernel1<<<grid, 256>>>(a);
+	CK_LAUNCH(embed_vote);
+	if (sr) cuda_finalize_sumsq(parts, n, &ws->sumsq, 1, NULL, 0);
+}
+
+/* ---------------------------------------------------------------------------
+ * RMSNorm: one block per row */
+__device__ __forceinline__ float gain_at(const tern_view &g, int has, int64_t d)
+{
+	if (!has) return 1.0f;
+	int t = trit_digit(g.packed[d / 5], (int)(d % 5));
+	return t ? (float)t * view_scale(g, 0, (int)(d / g.gs)) : 0.0f;
+}
+__global__ void rmsnorm_forward_kernel1(tern_view g, int hasg, const float *x,
+					float *y, float *rstd, int64_t D)
+{
+	int64_t m = blockIdx.x;
+	const float *xr = x + m * D;
+	double ss = 0.0;
+	for (int64_t d = threadIdx.x; d < D; d += blockDim.x) ss += (double)xr[d] * xr[d];
+	ss = block_sum(ss);
+	float rs = (float)(1.0 / sqrt(ss / (double)D + 1e-5));
+	if (threadIdx.x == 0) rstd[m] = rs;
+	for (int64_t d = threadIdx.x; d < D; d += blockDim.x)
+		y[m * D + d] = xr[d] * rs * gain_at(g, hasg, d);
+}
+__global__ void rmsnorm_backward_kernel1(tern_view g, int hasg, const float *x,
+					 const float *rstd, const float *dy,
+					 float *dx, int64_t D, int acc)
+{
+	int64_t m = blockIdx.x;
+	const float *xr = x + m * D, *dyr = dy + m * D;
+	double dot = 0.0;
+	for (int64_t d = threadIdx.x; d < D; d += blockDim.x)
+		dot += (double)dyr[d] * gain_at(g, hasg, d) * xr[d];
+	dot = block_sum(dot);
+	float rs = rstd[m];
+	float c = (float)((double)rs * rs * rs * dot / (double)D);
+	for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+		float v = rs * gain_at(g, hasg, d) * dyr[d] - xr[d] * c;
+		dx[m * D + d] = acc ? dx[m * D + d] + v : v;
+	}
+}
+static int norm_threads(int64_t D) { return D >= 1024 ? 512 : (D >= 256 ? 256 : 128); }
+static void c_rmsnorm_forward(arb_backend *be, const arb_tern *gain, const float *x,
+			      float *y, float *rstd, int64_t M, int64_t D)
+{
+	if (M <= 0) return;
+	tern_view g;
+	memset(&g, 0, sizeof g);
+	if (gain) g = tern_view_of(gain);
+	rmsnorm_forward_kernel1<<<(unsigned)M, norm_threads(D)>>>(g, gain != NULL, x, y, rstd, D);
+	CK_LAUNCH(rmsnorm_forward);
+}
+static void c_rmsnorm_backward(arb_backend *be, const arb_tern *gain, const float *x,
+			       const float *rstd, const float *dy, float *dx,
+			       int64_t M, int64_t D, int accumulate)
+{
+	if (M <= 0) return;
+	tern_view g;
+	memset(&g, 0, sizeof g);
+	if (gain) g = tern_view_of(gain);
+	rmsnorm_backward_kernel1<<<(unsigned)M, norm_threads(D)>>>(g, gain != NULL, x, rstd,
+		dy, dx, D, accumulate);
+	CK_LAUNCH(rmsnorm_backward);
+}
+
+/* ---------------------------------------------------------------------------
+ * elementwise */
+__global__ void swiglu_forward_kernel1(const float *a, const float *b, float *o, int64_t n)
+{
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		float x = a[i], s = 1.0f / (1.0f + expf(-x));
+		o[i] = x * s * b[i];
+	}
+}
+__global__ void swiglu_backward_kernel1(const float *a, const float *b, const float *dout,
+					float *da, float *db, int64_t n)
+{
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		float x = a[i], s = 1.0f / (1.0f + expf(-x)), g = dout[i];
+		da[i] = g * b[i] * s * (1.0f + x * (1.0f - s));
+		db[i] = g * x * s;
+	}
+}
+__global__ void axpy_kernel1(float *y, const float *x, float alpha, int64_t n)
+{
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+	     i += (int64_t)gridDim.x * blockDim.x) y[i] += alpha * x[i];
+}
+__global__ void add_rows_kernel1(float *y, const float *x, int64_t M, int64_t period,
+				 int64_t D, float alpha)
+{
+	int64_t n = M * D;
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		int64_t m = i / D, d = i - m * D;
+		y[i] += x[(m % period) * D + d] * alpha;
+	}
+}
+static void c_swiglu_forward(arb_backend *be, const float *a, const float *b, float *o, int64_t n)
+{
+	if (n <= 0) return;
+	swiglu_forward_kernel1<<<grid_for(n, 256), 256>>>(a, b, o, n);
+	CK_LAUNCH(swiglu_forward);
+}
+static void c_swiglu_backward(arb_backend *be, const float *a, const float *b,
+			      const float *dout, float *da, float *db, int64_t n)
+{
+	if (n <= 0) return;
+	swiglu_backward_kernel1<<<grid_for(n, 256), 256>>>(a, b, dout, da, db, n);
+	CK_LAUNCH(swiglu_backward);
+}
+static void c_axpy(arb_backend *be, float *y, const float *x, float alpha, int64_t n)
+{
+	if (n <= 0) return;
+	axpy_kernel1<<<grid_for(n, 256), 256>>>(y, x, alpha, n);
+	CK_LAUNCH(axpy);
+}
+static void c_add_rows(arb_backend *be, float *y, const float *x, int64_t M,
+		       int64_t period, int64_t D, float alpha)
+{
+	if (M <= 0 || D <= 0) return;
+	add_rows_kernel1<<<grid_for(M * D, 256), 256>>>(y, x, M, period, D, alpha);
+	CK_LAUNCH(add_rows);
+}
+
+/* ---------------------------------------------------------------------------
+ * cross-entropy: one block per row */
+__global__ void cross_entropy_kernel1(const float *logits, const int32_t *target,
+				      int64_t V, float *loss, float *dlogits, float gs)
+{
+	int64_t m = blockIdx.x;
+	const float *l = logits + m * V;
+	int tg = target[m];
+	float mx = -INFINITY;
+	for (int64_t i = threadIdx.x; i < V; i += blockDim.x) mx = fmaxf(mx, l[i]);
+	mx = block_max(mx);
+	float se = 0.0f;
+	for (int64_t i = threadIdx.x; i < V; i += blockDim.x) se += expf(l[i] - mx);
+	se = block_sum(se);
+	float lse = mx + logf(se);
+	int bad = tg < 0 || tg >= V;
+	if (threadIdx.x == 0) loss[m] = bad ? (tg < 0 ? 0.0f : NAN) : lse - l[tg];
+	if (dlogits) {
+		float *dl = dlogits + m * V;
+		for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+			if (bad) { dl[i] = 0.0f; continue; }
+			float p = expf(l[i] - lse);
+			dl[i] = (p - (i == tg ? 1.0f : 0.0f)) * gs;
+		}
+	}
+}
+static void c_cross_entropy(arb_backend *be, const float *logits, const int32_t *target,
+			    int64_t M, int64_t V, float *loss, float *dlogits,
+			    float grad_scale)
+{
+	if (M <= 0) return;
+	cross_entropy_kernel1<<<(unsigned)M, 512>>>(logits, target, V, loss, dlogits, grad_scale);
+	CK_LAUNCH(cross_entropy);
+}
+
+/* ---------------------------------------------------------------------------
+ * sum (double partials per fixed chunk, then one block in order) */
+#define SUM_BLOCKS 512
+__global__ void sum_kernel1(const float *x, int64_t n, double *parts)
+{
+	int64_t chunk = (n + gridDim.x - 1) / gridDim.x;
+	int64_t lo = blockIdx.x * chunk, hi = lo + chunk < n ? lo + chunk : n;
+	double s = 0.0;
+	for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) s += (double)x[i];
+	s = block_sum(s);
+	if (threadIdx.x == 0) parts[blockIdx.x] = s;
+}
+static double c_sum(arb_backend *be, const float *x, int64_t n)
+{
+	if (n <= 0) return 0.0;
+	double *parts = cuda_partials(be, SUM_BLOCKS + 1);
+	sum_kernel1<<<SUM_BLOCKS, 256>>>(x, n, parts);
+	CK_LAUNCH(sum);
+	cuda_finalize_sumsq(parts, SUM_BLOCKS, parts + SUM_BLOCKS, 0, NULL, 0);
+	double h = 0.0;
+	CK(cudaMemcpy(&h, parts + SUM_BLOCKS, sizeof h, cudaMemcpyDeviceToHost));
+	return h;
+}
+__global__ void finite_kernel1(const float *x, int64_t n, int *flag)
+{
+	int bad = 0;
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+	     i += (int64_t)gridDim.x * blockDim.x) bad |= !isfinite(x[i]);
+	if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1);
+}
+static int c_all_finite(arb_backend *be, const float *x, int64_t n)
+{
+	if (n <= 0) return 1;
+	cuda_priv *p = cuda_get_priv(be);
+	CK(cudaMemsetAsync(p->flag, 0, sizeof(int), 0));
+	finite_kernel1<<<grid_for(n, 256), 256>>>(x, n, p->flag);
+	CK_LAUNCH(all_finite);
+	int h = 1;
+	CK(cudaMemcpy(&h, p->flag, sizeof h, cudaMemcpyDeviceToHost));
+	return !h;
+}
+
+/* ---------------------------------------------------------------------------
+ * the table */
+static arb_backend g_cuda;
+static int g_ready = 0;
+
+extern "C" arb_backend *arb_backend_cuda(arb_error *err)
+{
+	if (g_ready) return &g_cuda;
+	int n = 0;
+	cudaError_t e = cudaGetDeviceCount(&n);
+	if (e != cudaSuccess || n == 0) {
+		if (e != cudaSuccess) cudaGetLastError();
+		ARB_FAIL(err, ARB_ERR_CUDA, "no usable CUDA device: %s",
+			 e != cudaSuccess ? cudaGetErrorString(e) : "no GPU found");
+		return NULL;
+	}
+	int dev = 0;
+	if (cudaSetDevice(dev) != cudaSuccess || cudaFree(0) != cudaSuccess) {
+		cudaGetLastError();
+		ARB_FAIL(err, ARB_ERR_CUDA, "CUDA device %d could not be initialized", dev);
+		return NULL;
+	}
+	memset(&g_priv, 0, sizeof g_priv);
+	g_priv.device = dev;
+	cudaDeviceGetAttribute(&g_priv.sms, cudaDevAttrMultiProcessorCount, dev);
+	if (g_priv.sms < 1) g_priv.sms = 1;
+	if (cudaMalloc((void **)&g_priv.flag, sizeof(int)) != cudaSuccess) {
+		cudaGetLastError();
+		ARB_FAIL(err, ARB_ERR_CUDA, "CUDA device %d: cannot allocate memory", dev);
+		return NULL;
+	}
+	arb_backend *b = &g_cuda;
+	memset(b, 0, sizeof *b);
+	b->name = "cuda";
+	b->is_device = 1;
+	b->priv = &g_priv;
+	b->alloc = c_alloc;
+	b->free = c_free;
+	b->zero = c_zero;
+	b->upload = c_upload;
+	b->download = c_download;
+	b->copy = c_copy;
+	b->sync = c_sync;
+	b->tern_alloc = c_tern_alloc;
+	b->tern_free = c_tern_free;
+	b->tern_init = c_tern_init;
+	b->linear_forward = cuda_linear_forward;
+	b->linear_backward_x = cuda_linear_backward_x;
+	b->linear_vote = cuda_linear_vote;
+	b->embed_forward = c_embed_forward;
+	b->embed_vote = c_embed_vote;
+	b->tern_step = c_tern_step;
+	b->rmsnorm_forward = c_rmsnorm_forward;
+	b->rmsnorm_backward = c_rmsnorm_backward;
+	b->attention_forward = cuda_attention_forward;
+	b->attention_backward = cuda_attention_backward;
+	b->swiglu_forward = c_swiglu_forward;
+	b->swiglu_backward = c_swiglu_backward;
+	b->axpy = c_axpy;
+	b->add_rows = c_add_rows;
+	b->cross_entropy = c_cross_entropy;
+	b->sum = c_sum;
+	b->all_finite = c_all_finite;
+	g_ready = 1;
+	return b;
+}
