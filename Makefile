@@ -109,11 +109,13 @@ $(BUILD)/plugins/%.cu.o: plugins/%.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCC_FLAGS) -Xcompiler -fvisibility=hidden -c $< -o $@
 
+ZDEFS_NV := -Xlinker -z,defs
+ZDEFS_CC := -Wl,-z,defs
 plugin_objs = $(patsubst plugins/%.c,$(BUILD)/plugins/%.o,$(wildcard plugins/$(1)/*.c)) \
   $(if $(NVCC),$(patsubst plugins/%.cu,$(BUILD)/plugins/%.cu.o,$(wildcard plugins/$(1)/*.cu)))
 define PLUGIN_RULE
 $(BUILD)/plugins/$(1).so: $(call plugin_objs,$(1))
-	$(if $(and $(NVCC),$(wildcard plugins/$(1)/*.cu)),$(NVCC) -shared $(CUDA_ARCH) -Xlinker -z,defs -o $$@ $$^ -lcudart -lm,$(CC) -shared -Wl,-z,defs -o $$@ $$^ -lm)
+	$(if $(and $(NVCC),$(wildcard plugins/$(1)/*.cu)),$(NVCC) -shared $(CUDA_ARCH) $(ZDEFS_NV) -o $$@ $$^ -lcudart -lm,$(CC) -shared $(ZDEFS_CC) -o $$@ $$^ -lm)
 endef
 $(foreach p,$(PLUGIN_NAMES),$(eval $(call PLUGIN_RULE,$(p))))
 

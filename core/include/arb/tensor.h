@@ -1,8 +1,8 @@
 /*
  * arb/tensor.h -- the packed ternary tensor, its counter-based RNG and the
  * exact semantics of the learning rules (sign votes, trit ladder, exponent
- * rules). Both the CPU reference (core/*.c) and the CUDA kernels
- * (core/cuda/*.cu) implement exactly what is written here; GPU tests compare
+ * rules). Both the CPU reference (core/ops_cpu.c) and the CUDA kernels
+ * (core/cuda/) implement exactly what is written here; GPU tests compare
  * integer state bit for bit.
  *
  * Legend: a ternary tensor is a matrix W of `rows` x `cols`.
