@@ -1,0 +1,724 @@
+/*
+ * tests/check_vq.c -- the vq plugin (TernaryVQCodebook) against a small test
+ * host: the CPU backend, a registry for tern_create, a name table for
+ * publish/lookup and a key/value config. The plugin source is included
+ * (VQ_TEST_INCLUDE: no exported descriptor, no CUDA launchers) so that the
+ * lookups can be called directly; the GPU case loads the built vq.so.
+ */
+#include <check.h>
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "core.h"
+#include "testutil.h"
+
+#define VQ_TEST_INCLUDE 1
+#include "../plugins/vq/vq.c"
+
+/* ------------------------------------------------------------------------- *
+ * test host */
+
+typedef struct tkv { const char *key; const char *val; } tkv;
+typedef struct thost {
+	arb_host h;
+	arb_backend *be;
+	arb_model_info info;
+	arb_sched_cfg sched;
+	arb_registry reg;
+	tkv kv[32];
+	int nkv;
+	char names[8][96];
+	arb_named named[8];
+	int nnamed;
+} thost;
+
+static thost *th_of(const arb_host *h) { return (thost *)h->core; }
+
+static void th_log(const arb_host *h, int level, const char *fmt, ...)
+{
+	(void)h; (void)level; (void)fmt;
+}
+
+static int th_set_error(arb_error *err, int code, const char *fmt, ...)
+{
+	if (!err) return code;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+	va_end(ap);
+	err->code = code;
+	return code;
+}
+
+static const arb_model_info *th_model(const arb_host *h) { return &th_of(h)->info; }
+static arb_backend *th_backend(const arb_host *h) { return th_of(h)->be; }
+
+/* conf: the pointer is the thost itself; defaults from the plugin schema */
+static const char *th_val(const arb_conf *c, const char *key)
+{
+	const thost *t = (const thost *)c;
+	for (int i = 0; i < t->nkv; i++)
+		if (strcmp(t->kv[i].key, key) == 0) return t->kv[i].val;
+	for (const arb_conf_key *k = vq_schema; k->key; k++)
+		if (strcmp(k->key, key) == 0) return k->def;
+	ck_abort_msg("unknown conf key %s", key);
+	return "";
+}
+static int64_t th_int(const arb_conf *c, const char *k) { return atoll(th_val(c, k)); }
+static double th_float(const arb_conf *c, const char *k) { return atof(th_val(c, k)); }
+static int th_bool(const arb_conf *c, const char *k) { return atoi(th_val(c, k)); }
+static const char *th_str(const arb_conf *c, const char *k) { return th_val(c, k); }
+static int th_list(const arb_conf *c, const char *k, int64_t *out, int max)
+{
+	(void)c; (void)k; (void)out; (void)max;
+	return 0;
+}
+
+static arb_status th_tern_create(const arb_host *h, const char *instance,
+				 const char *name, int64_t rows, int64_t cols,
+				 const arb_tern_param *p, arb_tern **out,
+				 arb_error *err)
+{
+	char full[64];
+	snprintf(full, sizeof full, "%s.%s", instance, name);
+	return arb_registry_create(&th_of(h)->reg, full, rows, cols, p, out, err);
+}
+
+static arb_status th_publish(const arb_host *h, const char *name,
+			     const arb_named *t, arb_error *err)
+{
+	thost *th = th_of(h);
+	for (int i = 0; i < th->nnamed; i++)
+		if (strcmp(th->names[i], name) == 0) { th->named[i] = *t; return ARB_OK; }
+	if (th->nnamed == 8) return ARB_ERR_NOMEM;
+	snprintf(th->names[th->nnamed], 96, "%s", name);
+	th->named[th->nnamed++] = *t;
+	(void)err;
+	return ARB_OK;
+}
+
+static const arb_named *th_lookup(const arb_host *h, const char *name)
+{
+	thost *th = th_of(h);
+	for (int i = 0; i < th->nnamed; i++)
+		if (strcmp(th->names[i], name) == 0) return &th->named[i];
+	return NULL;
+}
+
+static thost *th_new(arb_backend *be, int D, int B, int T)
+{
+	thost *t = calloc(1, sizeof *t);
+	t->be = be;
+	t->info.struct_size = sizeof t->info;
+	t->info.d_model = D;
+	t->info.n_layers = 1;
+	t->info.n_heads = 1;
+	t->info.ctx = T;
+	t->info.batch = B;
+	t->info.group_size = 8;
+	t->info.seed = 1234;
+	t->sched.seed = 1234;
+	t->sched.group_size = 8;
+	t->sched.zero_frac = 1.0 / 3.0;
+	t->sched.erule = ARB_ERULE_FROZEN;
+	t->sched.accum_init = 2;
+	t->sched.threshold = 4;
+	arb_registry_init(&t->reg, be, &t->sched);
+	arb_host *h = &t->h;
+	h->abi_version = ARB_ABI_VERSION;
+	h->struct_size = sizeof *h;
+	h->core = t;
+	h->log = th_log;
+	h->set_error = th_set_error;
+	h->model = th_model;
+	h->backend = th_backend;
+	h->conf_int = th_int;
+	h->conf_float = th_float;
+	h->conf_bool = th_bool;
+	h->conf_str = th_str;
+	h->conf_int_list = th_list;
+	h->tern_create = th_tern_create;
+	h->publish = th_publish;
+	h->lookup = th_lookup;
+	return t;
+}
+
+static void th_set(thost *t, const char *key, const char *val)
+{
+	t->kv[t->nkv].key = key;
+	t->kv[t->nkv].val = val;
+	t->nkv++;
+}
+
+static vq *th_vq(thost *t, const char *inst)
+{
+	void *self = NULL;
+	arb_error err = { 0 };
+	arb_status s = vq_create(&t->h, (const arb_conf *)t, inst, &self, &err);
+	ck_assert_msg(s == ARB_OK, "vq_create: %s", err.msg);
+	return self;
+}
+
+static void th_free(thost *t)
+{
+	arb_registry_free(&t->reg);
+	free(t);
+}
+
+/* run forward on x (M x D) with y = copy of x (residual slot) */
+static void run_forward(vq *q, thost *t, const float *x, float *y, int B, int T,
+			int training)
+{
+	arb_io io;
+	memset(&io, 0, sizeof io);
+	io.struct_size = sizeof io;
+	io.be = t->be;
+	io.B = B;
+	io.T = T;
+	io.D = q->D;
+	io.training = training;
+	io.x = x;
+	io.y = y;
+	arb_error err = { 0 };
+	ck_assert_msg(vq_forward(q, &io, &err) == ARB_OK, "forward: %s", err.msg);
+}
+
+/* brute force nearest row in L2 (double) over weights decoded by the core */
+static int32_t brute(const arb_tern *C, const float *z)
+{
+	float *w = malloc((size_t)C->cols * sizeof *w);
+	double best = INFINITY;
+	int32_t bi = -1;
+	for (int64_t r = 0; r < C->rows; r++) {
+		arb_tern_row_weights(C, r, w);
+		double d = 0;
+		for (int64_t c = 0; c < C->cols; c++) {
+			double e = (double)z[c] - w[c];
+			d += e * e;
+		}
+		if (d < best) { best = d; bi = (int32_t)r; }
+	}
+	free(w);
+	return bi;
+}
+
+/* ------------------------------------------------------------------------- */
+
+START_TEST(exact_equals_brute_force)
+{
+	thost *t = th_new(arb_backend_cpu(), 32, 2, 16);
+	th_set(t, "size", "300");
+	th_set(t, "dim", "16");
+	vq *q = th_vq(t, "ex");
+	ck_assert_int_eq(q->exact, 1);
+	const int64_t M = 200;
+	float *z = malloc((size_t)M * 16 * sizeof *z);
+	int32_t *codes = malloc((size_t)M * sizeof *codes);
+	arb_test_fill_dyadic(z, (size_t)M * 16, 7);
+	for (int64_t i = 0; i < M * 16; i++) z[i] *= 2.0f; /* [-2, 2], exact */
+	cpu_lookup(q, z, M, codes);
+	for (int64_t m = 0; m < M; m++)
+		ck_assert_int_eq(codes[m], brute(q->C, z + m * 16));
+	/* end to end: forward publishes the codes of z = P x */
+	int B = 2, T = 16;
+	float *x = malloc((size_t)B * T * 32 * sizeof *x);
+	float *y = malloc((size_t)B * T * 32 * sizeof *y);
+	arb_test_fill(x, (size_t)B * T * 32, 3);
+	memcpy(y, x, (size_t)B * T * 32 * sizeof *y);
+	run_forward(q, t, x, y, B, T, 0);
+	const arb_named *nt = t->h.lookup(&t->h, "vq.ex.codes");
+	ck_assert_ptr_nonnull(nt);
+	ck_assert_int_eq(nt->dtype, ARB_I32);
+	ck_assert_int_eq(nt->ndim, 1);
+	ck_assert_int_eq(nt->shape[0], B * T);
+	const int32_t *pc = nt->data;
+	float *zz = malloc((size_t)B * T * 16 * sizeof *zz);
+	t->be->linear_forward(t->be, q->P, x, zz, B * T, 0);
+	int differ = 0;
+	for (int m = 0; m < B * T; m++) {
+		ck_assert_int_eq(pc[m], brute(q->C, zz + m * 16));
+		/* y = x + out_scale * Q c */
+		differ += y[m * 32] != x[m * 32];
+	}
+	ck_assert_int_gt(differ, 0);
+	ck_assert_ptr_null(t->h.lookup(&t->h, "vq.nope.codes"));
+	free(zz); free(x); free(y); free(z); free(codes);
+	vq_destroy(q);
+	th_free(t);
+}
+END_TEST
+
+/* queries near codebook rows: decoded row + small noise */
+static void near_queries(const arb_tern *C, int64_t nq, float *z, int32_t *src)
+{
+	float *w = malloc((size_t)C->cols * sizeof *w);
+	float *noise = malloc((size_t)C->cols * sizeof *noise);
+	for (int64_t i = 0; i < nq; i++) {
+		int64_t r = (int64_t)(arb_mix64(99 + (uint64_t)i) % (uint64_t)C->rows);
+		src[i] = (int32_t)r;
+		arb_tern_row_weights(C, r, w);
+		arb_test_fill(noise, (size_t)C->cols, 1000 + (uint64_t)i);
+		for (int64_t c = 0; c < C->cols; c++)
+			z[i * C->cols + c] = w[c] + 0.3f * noise[c];
+	}
+	free(w);
+	free(noise);
+}
+
+START_TEST(candidate_recall_and_determinism)
+{
+	thost *t = th_new(arb_backend_cpu(), 16, 1, 8);
+	th_set(t, "size", "50000");
+	th_set(t, "dim", "64");
+	th_set(t, "exact_max", "0");
+	vq *q = th_vq(t, "big");
+	ck_assert_int_eq(q->exact, 0);
+	/* every row sits in exactly one bucket per table */
+	int64_t members = 0;
+	for (int64_t b = 0; b < ((int64_t)q->tables << q->bits); b++)
+		for (int32_t r = q->head[b]; r >= 0;
+		     r = q->next[(b >> q->bits) * q->size + r])
+			members++;
+	ck_assert_int_eq(members, (int64_t)q->tables * q->size);
+
+	const int64_t nq = 300;
+	float *z = malloc((size_t)nq * 64 * sizeof *z);
+	int32_t *src = malloc((size_t)nq * sizeof *src);
+	int32_t *a = malloc((size_t)nq * sizeof *a), *b = malloc((size_t)nq * sizeof *b);
+	int32_t *ex = malloc((size_t)nq * sizeof *ex);
+	near_queries(q->C, nq, z, src);
+	cpu_lookup(q, z, nq, a);
+	cpu_lookup(q, z, nq, b);
+	ck_assert_mem_eq(a, b, (size_t)nq * sizeof *a);
+	cpu_exact(q, z, nq, ex);
+	int hit = 0;
+	for (int64_t i = 0; i < nq; i++) hit += a[i] == ex[i];
+	double recall = (double)hit / (double)nq;
+	fprintf(stderr, "vq: candidate recall@1 vs exact on 50000 rows: %.3f\n",
+		recall);
+	ck_assert_msg(recall >= 0.9, "recall@1 %.3f < 0.9", recall);
+	/* a second instance over the same tensors' seed: same ids */
+	thost *t2 = th_new(arb_backend_cpu(), 16, 1, 8);
+	th_set(t2, "size", "50000");
+	th_set(t2, "dim", "64");
+	th_set(t2, "exact_max", "0");
+	vq *q2 = th_vq(t2, "big");
+	cpu_lookup(q2, z, nq, b);
+	ck_assert_mem_eq(a, b, (size_t)nq * sizeof *a);
+	vq_destroy(q2);
+	th_free(t2);
+	free(z); free(src); free(a); free(b); free(ex);
+	vq_destroy(q);
+	th_free(t);
+}
+END_TEST
+
+static void run_backward(vq *q, thost *t, const float *dy, float *dx, int B,
+			 int T, const arb_vote *v)
+{
+	arb_io io;
+	memset(&io, 0, sizeof io);
+	io.struct_size = sizeof io;
+	io.be = t->be;
+	io.B = B;
+	io.T = T;
+	io.D = q->D;
+	io.training = 1;
+	io.dy = dy;
+	io.dx = dx;
+	io.vote = v;
+	arb_error err = { 0 };
+	ck_assert_msg(vq_backward(q, &io, &err) == ARB_OK, "backward: %s", err.msg);
+}
+
+START_TEST(sparse_update_and_index_refresh)
+{
+	const int B = 2, T = 8, D = 16, M = B * T;
+	thost *t = th_new(arb_backend_cpu(), D, B, T);
+	th_set(t, "size", "2000");
+	th_set(t, "dim", "16");
+	th_set(t, "exact_max", "0");
+	th_set(t, "bits", "10");
+	vq *q = th_vq(t, "sp");
+	arb_tern *C = q->C;
+	const int64_t rb = C->row_bytes;
+	uint8_t *pk = malloc((size_t)(C->rows * rb));
+	int8_t *acc = malloc((size_t)(C->rows * C->cols));
+	int8_t *E = malloc((size_t)(C->rows * C->groups));
+	memcpy(pk, C->packed, (size_t)(C->rows * rb));
+	memcpy(acc, C->T_accum, (size_t)(C->rows * C->cols));
+	memcpy(E, C->E, (size_t)(C->rows * C->groups));
+
+	float *x = malloc((size_t)M * D * sizeof *x), *y = malloc((size_t)M * D * sizeof *y);
+	float *dy = malloc((size_t)M * D * sizeof *dy), *dx = calloc((size_t)M * D, sizeof *dx);
+	arb_test_fill(x, (size_t)M * D, 11);
+	for (int i = 0; i < M * D; i++) x[i] *= 3.0f;
+	memcpy(y, x, (size_t)M * D * sizeof *y);
+	arb_test_fill(dy, (size_t)M * D, 12);
+	run_forward(q, t, x, y, B, T, 1);
+	int32_t codes[16];
+	memcpy(codes, q->codes_h, sizeof codes);
+	arb_vote v = { ARB_VOTE_SIGN, 3, 1, 1234, 1 };
+	run_backward(q, t, dy, dx, B, T, &v);
+	arb_step p;
+	memset(&p, 0, sizeof p);
+	p.threshold = 4;
+	p.e_threshold = 8;
+	p.e_min = -30;
+	p.e_max = 10;
+	p.seed = 1234;
+	p.t = 1;
+	arb_step_stats stt;
+	memset(&stt, 0, sizeof stt);
+	t->be->tern_step(t->be, C, &p, &stt);
+	ck_assert_int_gt(stt.flips, 0);
+	arb_error err = { 0 };
+	ck_assert_msg(vq_after_step(q, 1, &err) == ARB_OK, "%s", err.msg);
+
+	int changed = 0;
+	for (int64_t r = 0; r < C->rows; r++) {
+		int used = 0;
+		for (int m = 0; m < M; m++) used |= codes[m] == r;
+		int same = memcmp(pk + r * rb, C->packed + r * rb, (size_t)rb) == 0 &&
+			   memcmp(acc + r * C->cols, C->T_accum + r * C->cols,
+				  (size_t)C->cols) == 0 &&
+			   memcmp(E + r * C->groups, C->E + r * C->groups,
+				  (size_t)C->groups) == 0;
+		if (!used) ck_assert_msg(same, "untouched row %lld changed", (long long)r);
+		else changed += !same;
+	}
+	ck_assert_int_gt(changed, 0);
+	/* index matches the rows' current sign patterns */
+	for (int tb = 0; tb < q->tables; tb++) {
+		int64_t cnt = 0;
+		for (int64_t k = 0; k < (1 << q->bits); k++) {
+			int64_t hb = ((int64_t)tb << q->bits) | k;
+			for (int32_t r = q->head[hb]; r >= 0;
+			     r = q->next[(int64_t)tb * q->size + r]) {
+				uint64_t s = vq_snap_of(C->packed + (int64_t)r * rb, 16);
+				ck_assert_int_eq(vq_key(q, tb, s), k);
+				cnt++;
+			}
+		}
+		ck_assert_int_eq(cnt, C->rows);
+	}
+	free(pk); free(acc); free(E); free(x); free(y); free(dy); free(dx);
+	vq_destroy(q);
+	th_free(t);
+}
+END_TEST
+
+START_TEST(duplicate_indices_one_vote)
+{
+	const int B = 1, T = 8, D = 16, M = B * T;
+	thost *t = th_new(arb_backend_cpu(), D, B, T);
+	th_set(t, "size", "64");
+	th_set(t, "dim", "16");
+	vq *q = th_vq(t, "dup");
+	arb_tern *C = q->C;
+	float *x = malloc((size_t)M * D * sizeof *x), *y = malloc((size_t)M * D * sizeof *y);
+	arb_test_fill(x, (size_t)M * D, 21);
+	/* positions 0..3 identical, 4..7 identical -> duplicate codes */
+	for (int m = 1; m < 4; m++) memcpy(x + m * D, x, D * sizeof *x);
+	for (int m = 5; m < 8; m++) memcpy(x + m * D, x + 4 * D, D * sizeof *x);
+	for (int m = 4; m < 8; m++)
+		for (int d = 0; d < D; d++) x[m * D + d] += 0.01f * (float)(m - 4);
+	memcpy(y, x, (size_t)M * D * sizeof *y);
+	run_forward(q, t, x, y, B, T, 1);
+	ck_assert_int_eq(q->codes_h[0], q->codes_h[3]);
+	int8_t *acc = malloc((size_t)(C->rows * C->cols));
+	memcpy(acc, C->T_accum, (size_t)(C->rows * C->cols));
+	float *dy = calloc((size_t)M * D, sizeof *dy), *dx = calloc((size_t)M * D, sizeof *dx);
+	arb_vote v = { ARB_VOTE_SIGN, 1, 1, 1234, 1 };
+	run_backward(q, t, dy, dx, B, T, &v);
+	/* expected: per touched row one sign vote of the summed (c - z) */
+	for (int64_t r = 0; r < C->rows; r++) {
+		for (int d = 0; d < 16; d++) {
+			float s = 0.0f;
+			int n = 0;
+			for (int m = 0; m < M; m++)
+				if (q->codes_h[m] == r) {
+					s += q->dcode[m * 16 + d];
+					n++;
+				}
+			int want = acc[r * 16 + d];
+			if (n) {
+				int sg = (s > 0) - (s < 0);
+				want -= sg;
+				if (want > 127) want = 127;
+				if (want < -127) want = -127;
+			}
+			ck_assert_int_eq(C->T_accum[r * 16 + d], want);
+		}
+	}
+	free(acc); free(x); free(y); free(dy); free(dx);
+	vq_destroy(q);
+	th_free(t);
+}
+END_TEST
+
+static double surrogate_loss(vq *q, thost *t, const float *x, const float *w,
+			     int B, int T, const int32_t *codes0, int *stable)
+{
+	const int M = B * T, D = q->D, dim = q->dim;
+	float *y = calloc((size_t)M * D, sizeof *y);
+	float *zz = malloc((size_t)M * dim * sizeof *zz);
+	float *oo = malloc((size_t)M * D * sizeof *oo);
+	double aux = 0;
+	{
+		arb_io io;
+		memset(&io, 0, sizeof io);
+		io.struct_size = sizeof io;
+		io.be = t->be; io.B = B; io.T = T; io.D = D; io.x = x; io.y = y;
+		arb_error err = { 0 };
+		ck_assert(vq_forward(q, &io, &err) == ARB_OK);
+		aux = io.aux_loss;
+	}
+	for (int m = 0; m < M; m++) *stable &= q->codes_h[m] == codes0[m];
+	/* straight-through path: the code value moves with z */
+	t->be->linear_forward(t->be, q->P, x, zz, M, 0);
+	t->be->linear_forward(t->be, q->Q, zz, oo, M, 0);
+	double L = aux;
+	for (int i = 0; i < M * D; i++) L += (double)w[i] * q->out_scale * oo[i];
+	free(y); free(zz); free(oo);
+	return L;
+}
+
+START_TEST(straight_through_gradient_fd)
+{
+	const int B = 1, T = 4, D = 16, M = B * T;
+	thost *t = th_new(arb_backend_cpu(), D, B, T);
+	th_set(t, "size", "32");
+	th_set(t, "dim", "8");
+	th_set(t, "beta", "2.0");
+	th_set(t, "out_scale", "0.5");
+	vq *q = th_vq(t, "fd");
+	float *x = malloc((size_t)M * D * sizeof *x), *y = malloc((size_t)M * D * sizeof *y);
+	float *w = malloc((size_t)M * D * sizeof *w), *dx = calloc((size_t)M * D, sizeof *dx);
+	arb_test_fill(x, (size_t)M * D, 31);
+	arb_test_fill(w, (size_t)M * D, 32);
+	memcpy(y, x, (size_t)M * D * sizeof *y);
+	run_forward(q, t, x, y, B, T, 0);
+	int32_t codes0[4];
+	memcpy(codes0, q->codes_h, sizeof codes0);
+	run_backward(q, t, w, dx, B, T, NULL);
+	float *fd = malloc((size_t)M * D * sizeof *fd);
+	const float h = 1e-2f;
+	int stable = 1;
+	for (int i = 0; i < M * D; i++) {
+		float x0 = x[i];
+		x[i] = x0 + h;
+		double lp = surrogate_loss(q, t, x, w, B, T, codes0, &stable);
+		x[i] = x0 - h;
+		double lm = surrogate_loss(q, t, x, w, B, T, codes0, &stable);
+		x[i] = x0;
+		fd[i] = (float)((lp - lm) / (2.0 * h));
+	}
+	ck_assert_msg(stable, "code assignment moved under the FD step");
+	ck_assert_int_eq(arb_test_close("vq dx", dx, fd, (size_t)M * D, 2e-3f, 1e-2f), 0);
+	free(x); free(y); free(w); free(dx); free(fd);
+	vq_destroy(q);
+	th_free(t);
+}
+END_TEST
+
+/* in-memory state io */
+typedef struct mrec { char name[64]; void *data; size_t n; } mrec;
+typedef struct mstate { mrec r[8]; int n; } mstate;
+static arb_status ms_write(void *ctx, const char *name, const void *d, size_t n)
+{
+	mstate *s = ctx;
+	mrec *r = &s->r[s->n++];
+	snprintf(r->name, sizeof r->name, "%s", name);
+	r->data = malloc(n);
+	memcpy(r->data, d, n);
+	r->n = n;
+	return ARB_OK;
+}
+static arb_status ms_read(void *ctx, const char *name, void *d, size_t n)
+{
+	mstate *s = ctx;
+	for (int i = 0; i < s->n; i++)
+		if (strcmp(s->r[i].name, name) == 0) {
+			if (s->r[i].n != n) return ARB_ERR_FORMAT;
+			memcpy(d, s->r[i].data, n);
+			return ARB_OK;
+		}
+	return ARB_ERR_FORMAT;
+}
+
+START_TEST(usage_save_load_and_metrics)
+{
+	const int B = 2, T = 8, D = 16, M = B * T;
+	thost *t = th_new(arb_backend_cpu(), D, B, T);
+	th_set(t, "size", "3000");
+	th_set(t, "dim", "16");
+	th_set(t, "exact_max", "0");
+	th_set(t, "bits", "8");
+	vq *q = th_vq(t, "us");
+	float *x = malloc((size_t)M * D * sizeof *x), *y = malloc((size_t)M * D * sizeof *y);
+	for (int it = 0; it < 3; it++) {
+		arb_test_fill(x, (size_t)M * D, 40 + (uint64_t)it);
+		memcpy(y, x, (size_t)M * D * sizeof *y);
+		run_forward(q, t, x, y, B, T, 1);
+	}
+	int64_t tot = 0;
+	for (int64_t r = 0; r < q->size; r++) tot += q->usage[r];
+	ck_assert_int_eq(tot, 3 * M);
+	char buf[256];
+	int n = vq_metrics(q, buf, sizeof buf);
+	ck_assert_int_gt(n, 0);
+	ck_assert_ptr_nonnull(strstr(buf, "vq.us.ppl="));
+	double ppl = atof(strstr(buf, "vq.us.ppl=") + 10);
+	ck_assert(ppl >= 1.0 && ppl <= 3.0 * M);
+
+	mstate ms = { 0 };
+	arb_state_io io = { &ms, ms_write, ms_read };
+	arb_error err = { 0 };
+	ck_assert(vq_save(q, &io, &err) == ARB_OK);
+	thost *t2 = th_new(arb_backend_cpu(), D, B, T);
+	th_set(t2, "size", "3000");
+	th_set(t2, "dim", "16");
+	th_set(t2, "exact_max", "0");
+	th_set(t2, "bits", "8");
+	vq *q2 = th_vq(t2, "us");
+	ck_assert(vq_load(q2, &io, &err) == ARB_OK);
+	ck_assert_mem_eq(q->usage, q2->usage, (size_t)q->size * sizeof *q->usage);
+	char buf2[256];
+	vq_metrics(q2, buf2, sizeof buf2);
+	ck_assert_str_eq(buf, buf2);
+	/* a codebook of another size refuses the state */
+	thost *t3 = th_new(arb_backend_cpu(), D, B, T);
+	th_set(t3, "size", "100");
+	th_set(t3, "dim", "16");
+	vq *q3 = th_vq(t3, "us");
+	ck_assert_int_eq(vq_load(q3, &io, &err), ARB_ERR_FORMAT);
+	for (int i = 0; i < ms.n; i++) free(ms.r[i].data);
+	vq_destroy(q3); th_free(t3);
+	vq_destroy(q2); th_free(t2);
+	free(x); free(y);
+	vq_destroy(q);
+	th_free(t);
+}
+END_TEST
+
+START_TEST(dead_codes_reseeded)
+{
+	const int B = 1, T = 8, D = 16, M = B * T;
+	thost *t = th_new(arb_backend_cpu(), D, B, T);
+	th_set(t, "size", "40");
+	th_set(t, "dim", "16");
+	th_set(t, "dead_after", "2");
+	vq *q = th_vq(t, "dd");
+	float *x = malloc((size_t)M * D * sizeof *x), *y = malloc((size_t)M * D * sizeof *y);
+	arb_test_fill(x, (size_t)M * D, 51);
+	for (int i = 0; i < M * D; i++) x[i] *= 2.0f;
+	arb_error err = { 0 };
+	for (int s = 1; s <= 2; s++) {
+		memcpy(y, x, (size_t)M * D * sizeof *y);
+		run_forward(q, t, x, y, B, T, 1);
+		if (s == 1) ck_assert(vq_after_step(q, 1, &err) == ARB_OK);
+	}
+	int used[40] = { 0 };
+	for (int m = 0; m < M; m++) used[q->codes_h[m]] = 1;
+	int first_dead = -1;
+	for (int r = 0; r < 40 && first_dead < 0; r++)
+		if (!used[r]) first_dead = r;
+	ck_assert_int_ge(first_dead, 0);
+	ck_assert(vq_after_step(q, 2, &err) == ARB_OK);
+	ck_assert_int_eq(q->reseeded, M); /* capped at M per window */
+	/* first dead row now carries the pattern of z at position 0 + step % stride */
+	int8_t tr[16];
+	vq_decode(q->C->packed + (int64_t)first_dead * q->C->row_bytes, 16, tr);
+	const float *zr = q->z; /* j = 0, stride 1: position 0 */
+	for (int d = 0; d < 16; d++) {
+		int want = zr[d] > q->tau[d] ? 1 : zr[d] < -q->tau[d] ? -1 : 0;
+		ck_assert_int_eq(tr[d], want);
+		ck_assert_int_eq(q->C->T_accum[first_dead * 16 + d], 0);
+	}
+	for (int r = 0; r < 40; r++) ck_assert_int_eq(q->usage[r], 0);
+	free(x); free(y);
+	vq_destroy(q);
+	th_free(t);
+}
+END_TEST
+
+/* GPU: the built vq.so on the CUDA backend against this CPU reference */
+START_TEST(gpu_matches_cpu)
+{
+#ifdef ARB_HAVE_CUDA
+	arb_error err = { 0 };
+	arb_backend *gbe = arb_backend_cuda(&err);
+	ck_assert_ptr_nonnull(gbe);
+	void *dl = dlopen(arb_test_build_path("plugins/vq.so"), RTLD_NOW | RTLD_LOCAL);
+	ck_assert_msg(dl != NULL, "dlopen: %s", dlerror());
+	arb_plugin_descriptor_fn fn = (arb_plugin_descriptor_fn)dlsym(dl, ARB_PLUGIN_SYMBOL);
+	ck_assert_ptr_nonnull(fn);
+	const arb_plugin *d = fn();
+	const char *sizes[2][2] = { { "3000", "65536" }, { "20000", "0" } };
+	for (int k = 0; k < 2; k++) {
+		const int B = 4, T = 64, D = 32, M = B * T;
+		thost *tc = th_new(arb_backend_cpu(), D, B, T);
+		thost *tg = th_new(gbe, D, B, T);
+		th_set(tc, "size", sizes[k][0]); th_set(tc, "exact_max", sizes[k][1]);
+		th_set(tg, "size", sizes[k][0]); th_set(tg, "exact_max", sizes[k][1]);
+		vq *qc = th_vq(tc, "g");
+		void *qg = NULL;
+		ck_assert_msg(d->create(&tg->h, (const arb_conf *)tg, "g", &qg, &err) == ARB_OK,
+			      "%s", err.msg);
+		/* dyadic z through P: use dyadic x */
+		float *x = malloc((size_t)M * D * sizeof *x), *y = malloc((size_t)M * D * sizeof *y);
+		arb_test_fill_dyadic(x, (size_t)M * D, 61 + (uint64_t)k);
+		memcpy(y, x, (size_t)M * D * sizeof *y);
+		run_forward(qc, tc, x, y, B, T, 1);
+		float *gx = gbe->alloc(gbe, (size_t)M * D * 4), *gy = gbe->alloc(gbe, (size_t)M * D * 4);
+		gbe->upload(gbe, gx, x, (size_t)M * D * 4);
+		gbe->upload(gbe, gy, x, (size_t)M * D * 4);
+		arb_io io;
+		memset(&io, 0, sizeof io);
+		io.struct_size = sizeof io; io.be = gbe; io.B = B; io.T = T; io.D = D;
+		io.training = 1; io.x = gx; io.y = gy;
+		ck_assert_msg(d->forward(qg, &io, &err) == ARB_OK, "%s", err.msg);
+		const arb_named *nt = tg->h.lookup(&tg->h, "vq.g.codes");
+		ck_assert_ptr_nonnull(nt);
+		int32_t *gc = malloc((size_t)M * 4);
+		gbe->download(gbe, gc, nt->data, (size_t)M * 4);
+		ck_assert_mem_eq(gc, qc->codes_h, (size_t)M * 4);
+		char b1[256], b2[256];
+		vq_metrics(qc, b1, sizeof b1);
+		d->metrics(qg, b2, sizeof b2);
+		ck_assert_str_eq(b1, b2);
+		gbe->free(gbe, gx); gbe->free(gbe, gy);
+		free(gc); free(x); free(y);
+		d->destroy(qg);
+		vq_destroy(qc);
+		th_free(tg);
+		th_free(tc);
+	}
+	dlclose(dl);
+#endif
+}
+END_TEST
+
+Suite *suite_vq(void)
+{
+	Suite *s = suite_create("vq");
+	TCase *tc = tcase_create("cpu");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, exact_equals_brute_force);
+	tcase_add_test(tc, candidate_recall_and_determinism);
+	tcase_add_test(tc, sparse_update_and_index_refresh);
+	tcase_add_test(tc, duplicate_indices_one_vote);
+	tcase_add_test(tc, straight_through_gradient_fd);
+	tcase_add_test(tc, usage_save_load_and_metrics);
+	tcase_add_test(tc, dead_codes_reseeded);
+	suite_add_tcase(s, tc);
+	TCase *tg = tcase_create("gpu");
+	tcase_set_tags(tg, "gpu");
+	tcase_set_timeout(tg, 120);
+	tcase_add_test(tg, gpu_matches_cpu);
+	suite_add_tcase(s, tg);
+	return s;
+}
