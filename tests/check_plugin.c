@@ -302,7 +302,7 @@ START_TEST(test_search_order)
 	ck_assert_msg(strlen(bi) > 14 &&
 		      strcmp(bi + strlen(bi) - 14, "/tests/plugins") == 0, "%s", bi);
 	ck_assert_int_eq(arb_plugin_open("good", NULL, &p, &err), ARB_OK);
-	char want[PATH_MAX + 16];
+	char want[2 * PATH_MAX + 64];
 	snprintf(want, sizeof want, "%s/good.so", bi);
 	ck_assert_str_eq(p.path, want);
 	arb_plugin_close(&p);
