@@ -141,7 +141,7 @@ $(BUILD)/tests/check_arbcore: $(TEST_OBJ) $(TEST_CU_OBJ) $(LIB)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(INIH_LIBS) $(CHECK_LIBS) $(CUDA_LIBS) $(LDLIBS)
 
 test check: all $(BUILD)/tests/check_arbcore $(TEST_PLUGINS)
-	ARB_TEST_BUILD=$(BUILD) ./$(BUILD)/tests/check_arbcore
+	ARB_TEST_BUILD=$(abspath $(BUILD)) $(abspath $(BUILD))/tests/check_arbcore
 
 # ---- benchmarks (GPU)
 BENCH_CU := $(wildcard bench/*.cu)
