@@ -1036,20 +1036,33 @@ arb_status arb_model_load_extra(arb_model *m, const arb_state_io *io,
 	return extra_io(m, io, 1, err);
 }
 
+/* "k=v k=v": each component's own metrics, then "<instance>.aux_loss=v"
+ * for components that reported an auxiliary loss in their last forward */
 int arb_model_metrics(arb_model *m, char *buf, size_t cap)
 {
 	size_t used = 0;
-	if (cap) buf[0] = 0;
-	for (int i = 0; i < m->n_comps && used + 1 < cap; i++) {
+	if (!buf || cap == 0) return 0;
+	buf[0] = 0;
+	for (int i = 0; i < m->n_comps && used + 2 < cap; i++) {
 		arb_component *c = m->comps[i];
-		if (!c->lp.desc->metrics) continue;
-		if (used) buf[used++] = ' ';
-		buf[used] = 0;
-		int w = c->lp.desc->metrics(c->self, buf + used, cap - used);
-		if (w < 0) w = 0;
-		used += (size_t)w < cap - used ? (size_t)w : cap - used - 1;
-		buf[used] = 0;
-		if (w == 0 && used && buf[used - 1] == ' ') buf[--used] = 0;
+		if (c->lp.desc->metrics) {
+			size_t at = used;
+			if (used) buf[used++] = ' ';
+			buf[used] = 0;
+			int w = c->lp.desc->metrics(c->self, buf + used, cap - used);
+			if (w <= 0) {
+				used = at;       /* nothing written: drop the space */
+			} else {
+				used += (size_t)w < cap - used ? (size_t)w : cap - used - 1;
+			}
+			buf[used] = 0;
+		}
+		if (c->aux_loss != 0 && used + 2 < cap) {
+			int w = snprintf(buf + used, cap - used, "%s%s.aux_loss=%.4f",
+					 used ? " " : "", c->instance, c->aux_loss);
+			if (w > 0)
+				used += (size_t)w < cap - used ? (size_t)w : cap - used - 1;
+		}
 	}
 	return (int)used;
 }
