@@ -1,0 +1,325 @@
+/*
+ * bench/bench_moe.cu -- steady-state timing of the `moe` plugin
+ * (SharedProjectionMoE) on the CUDA backend: forward + backward (sign votes)
+ * + the ternary step of every tensor it created, timed with CUDA events on
+ * the default stream (where the backend and the plugin run).
+ *
+ *   ./build/bench/bench_moe [path/to/moe.so]   (default build/plugins/moe.so
+ *                                               or $ARB_BENCH_BUILD/plugins)
+ * Shapes (bench/moe_torch.py runs the same in PyTorch bf16 and prints the
+ * same line format, for a side-by-side comparison in one session):
+ *   small: B=2  L=8   D=512  E=8  k=2 r=16 F=4D  (dense path; ARBS REFACTOR7
+ *          seed: 3.6 ms dense steady state, target 10x faster = 0.36 ms)
+ *   small, sparse path forced (dense_dispatch_max_tokens = 0)
+ *   large: B=32 L=512 D=1024 E=16 k=2 r=16 F=4D  (grouped sparse path)
+ * Output: one line per shape,
+ *   moe impl=arbcore shape=... first_ms=... fwd_ms=... bwd_ms=... upd_ms=...
+ *   total_ms=... (median of N steady-state iterations)
+ */
+#include <cuda_runtime.h>
+#include <dlfcn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <algorithm>
+#include <vector>
+#include "arb/plugin.h"
+
+#define CUDA_OK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { \
+	fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, \
+		cudaGetErrorString(e_)); exit(1); } } while (0)
+
+struct bconf {
+	int64_t experts, top_k, rank, hidden, dense;
+	double balance;
+};
+
+struct bhost {
+	arb_host h;        /* first */
+	arb_backend *be;
+	arb_model_info info;
+	bconf conf;
+	std::vector<arb_tern *> t;
+};
+
+static void b_log(const arb_host *, int level, const char *fmt, ...)
+{
+	if (level > ARB_LOG_WARN) return;
+	va_list ap;
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static int b_set_error(arb_error *err, int code, const char *fmt, ...)
+{
+	if (!err) return code;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+	va_end(ap);
+	err->code = code;
+	return code;
+}
+
+static const arb_model_info *b_model(const arb_host *h)
+{
+	return &((const bhost *)h)->info;
+}
+
+static arb_backend *b_backend(const arb_host *h)
+{
+	return ((const bhost *)h)->be;
+}
+
+static int64_t b_conf_int(const arb_conf *c, const char *key)
+{
+	const bconf *b = (const bconf *)c;
+	if (!strcmp(key, "experts")) return b->experts;
+	if (!strcmp(key, "top_k")) return b->top_k;
+	if (!strcmp(key, "rank")) return b->rank;
+	if (!strcmp(key, "hidden")) return b->hidden;
+	if (!strcmp(key, "dense_dispatch_max_tokens")) return b->dense;
+	fprintf(stderr, "bench: unexpected key %s\n", key);
+	exit(1);
+}
+
+static double b_conf_float(const arb_conf *c, const char *)
+{
+	return ((const bconf *)c)->balance;
+}
+
+static int b_conf_int_list(const arb_conf *, const char *, int64_t *out, int max)
+{
+	if (max > 0) out[0] = 0;
+	return 1;
+}
+
+static arb_status b_tern_create(const arb_host *h, const char *instance,
+				const char *name, int64_t rows, int64_t cols,
+				const arb_tern_param *p, arb_tern **out,
+				arb_error *err)
+{
+	bhost *bh = (bhost *)h;
+	arb_tern *t = (arb_tern *)calloc(1, sizeof *t);
+	snprintf(t->name, sizeof t->name, "%s.%s", instance, name);
+	int gs = p->group_size ? p->group_size : bh->info.group_size;
+	double zf = p->zero_frac < 0 ? 1.0 / 3 : p->zero_frac;
+	t->rows = rows;
+	t->cols = cols;
+	t->group_size = gs;
+	t->groups = arb_groups(cols, gs);
+	t->row_bytes = arb_row_bytes(cols);
+	t->flags = ARB_TERN_DEVICE;
+	t->id = (uint32_t)bh->t.size();
+	t->erule = ARB_ERULE_FROZEN;
+	t->rms_log2 = ARB_RMS_UNKNOWN;
+	arb_status s = bh->be->tern_alloc(bh->be, t, err);
+	if (s) {
+		free(t);
+		return s;
+	}
+	arb_tern_init ini;
+	memset(&ini, 0, sizeof ini);
+	ini.seed = bh->info.seed;
+	ini.zero_frac = zf;
+	ini.e_init = arb_e_from_fanin(p->fan_in ? p->fan_in : cols, zf);
+	ini.accum_init = 4;
+	bh->be->tern_init(bh->be, t, &ini);
+	bh->t.push_back(t);
+	*out = t;
+	return ARB_OK;
+}
+
+static arb_status b_publish(const arb_host *, const char *, const arb_named *,
+			    arb_error *)
+{
+	return ARB_OK;
+}
+
+static const arb_plugin *load_plugin(const char *path)
+{
+	void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!dl) {
+		fprintf(stderr, "bench_moe: cannot load %s: %s\n", path, dlerror());
+		exit(1);
+	}
+	arb_plugin_descriptor_fn fn =
+		(arb_plugin_descriptor_fn)dlsym(dl, ARB_PLUGIN_SYMBOL);
+	if (!fn) {
+		fprintf(stderr, "bench_moe: %s has no descriptor\n", path);
+		exit(1);
+	}
+	return fn();
+}
+
+static float median(std::vector<float> v)
+{
+	std::sort(v.begin(), v.end());
+	return v[v.size() / 2];
+}
+
+static void bench_shape(const arb_plugin *pl, arb_backend *be, const char *label,
+			int B, int T, int D, int E, int k, int r, int64_t dense,
+			int iters)
+{
+	bhost bh;
+	memset(&bh.h, 0, sizeof bh.h);
+	bh.be = be;
+	bh.conf.experts = E;
+	bh.conf.top_k = k;
+	bh.conf.rank = r;
+	bh.conf.hidden = 0;
+	bh.conf.dense = dense;
+	bh.conf.balance = 0.01;
+	bh.h.abi_version = ARB_ABI_VERSION;
+	bh.h.struct_size = sizeof bh.h;
+	bh.h.log = b_log;
+	bh.h.set_error = b_set_error;
+	bh.h.model = b_model;
+	bh.h.backend = b_backend;
+	bh.h.conf_int = b_conf_int;
+	bh.h.conf_float = b_conf_float;
+	bh.h.conf_int_list = b_conf_int_list;
+	bh.h.tern_create = b_tern_create;
+	bh.h.publish = b_publish;
+	memset(&bh.info, 0, sizeof bh.info);
+	bh.info.struct_size = sizeof bh.info;
+	bh.info.d_model = D;
+	bh.info.n_layers = 1;
+	bh.info.n_heads = 8;
+	bh.info.ctx = T;
+	bh.info.batch = B;
+	bh.info.group_size = 32;
+	bh.info.seed = 7;
+	arb_error err;
+	memset(&err, 0, sizeof err);
+	void *self = NULL;
+	if (pl->create(&bh.h, (const arb_conf *)&bh.conf, "moe", &self, &err)) {
+		fprintf(stderr, "bench_moe: create: %s\n", err.msg);
+		exit(1);
+	}
+	size_t n = (size_t)B * T * D;
+	std::vector<float> hx(n), hdy(n);
+	uint64_t z = 99;
+	for (size_t i = 0; i < n; i++) {
+		z = arb_mix64(z);
+		hx[i] = (float)((z >> 40) / 16777216.0) * 2.0f - 1.0f;
+		hdy[i] = (float)(((z >> 8) & 0xffff) / 65536.0 - 0.5) * 1e-3f;
+	}
+	float *x = (float *)be->alloc(be, n * 4), *y = (float *)be->alloc(be, n * 4);
+	float *dy = (float *)be->alloc(be, n * 4), *dx = (float *)be->alloc(be, n * 4);
+	be->upload(be, x, hx.data(), n * 4);
+	be->upload(be, dy, hdy.data(), n * 4);
+
+	arb_io io;
+	memset(&io, 0, sizeof io);
+	io.struct_size = sizeof io;
+	io.be = be;
+	io.B = B;
+	io.T = T;
+	io.D = D;
+	io.layer = 0;
+	io.training = 1;
+	io.x = x;
+	io.y = y;
+	io.dy = dy;
+	io.dx = dx;
+	arb_vote v;
+	memset(&v, 0, sizeof v);
+	v.kind = ARB_VOTE_SIGN;
+	v.step = 1;
+	v.sr_R = 1;
+	v.seed = 7;
+	arb_step sp;
+	memset(&sp, 0, sizeof sp);
+	sp.threshold = 8;
+	sp.reset_mode = ARB_RESET_ZERO;
+	sp.order = ARB_ORDER_E_FIRST;
+	sp.e_threshold = 64;
+	sp.e_min = -30;
+	sp.e_max = 10;
+	sp.seed = 7;
+
+	cudaEvent_t ev[4];
+	for (int i = 0; i < 4; i++) CUDA_OK(cudaEventCreate(&ev[i]));
+	std::vector<float> tf, tb, tu, tt;
+	float first = 0.0f;
+	for (int it = 0; it <= iters; it++) {
+		v.t = sp.t = (uint64_t)it;
+		be->zero(be, dx, n * 4);
+		CUDA_OK(cudaEventRecord(ev[0], 0));
+		if (pl->forward(self, &io, &err)) {
+			fprintf(stderr, "bench_moe: forward: %s\n", err.msg);
+			exit(1);
+		}
+		CUDA_OK(cudaEventRecord(ev[1], 0));
+		io.vote = &v;
+		if (pl->backward(self, &io, &err)) {
+			fprintf(stderr, "bench_moe: backward: %s\n", err.msg);
+			exit(1);
+		}
+		CUDA_OK(cudaEventRecord(ev[2], 0));
+		for (arb_tern *t : bh.t) {
+			arb_step_stats st;
+			memset(&st, 0, sizeof st);
+			be->tern_step(be, t, &sp, &st);
+		}
+		CUDA_OK(cudaEventRecord(ev[3], 0));
+		CUDA_OK(cudaEventSynchronize(ev[3]));
+		float a, b, c, d;
+		CUDA_OK(cudaEventElapsedTime(&a, ev[0], ev[1]));
+		CUDA_OK(cudaEventElapsedTime(&b, ev[1], ev[2]));
+		CUDA_OK(cudaEventElapsedTime(&c, ev[2], ev[3]));
+		CUDA_OK(cudaEventElapsedTime(&d, ev[0], ev[3]));
+		if (it == 0) {
+			first = d;
+			continue;
+		}
+		tf.push_back(a);
+		tb.push_back(b);
+		tu.push_back(c);
+		tt.push_back(d);
+	}
+	int64_t M = (int64_t)B * T;
+	printf("moe impl=arbcore shape=%s B=%d L=%d D=%d E=%d k=%d r=%d F=%d "
+	       "path=%s first_ms=%.3f fwd_ms=%.3f bwd_ms=%.3f upd_ms=%.3f "
+	       "total_ms=%.3f iters=%d\n", label, B, T, D, E, k, r, 4 * D,
+	       M <= dense ? "dense" : "sparse", first, median(tf), median(tb),
+	       median(tu), median(tt), iters);
+	fflush(stdout);
+	for (int i = 0; i < 4; i++) cudaEventDestroy(ev[i]);
+	pl->destroy(self);
+	be->free(be, x);
+	be->free(be, y);
+	be->free(be, dy);
+	be->free(be, dx);
+	for (arb_tern *t : bh.t) {
+		be->tern_free(be, t);
+		free(t);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	char def[4096];
+	const char *bd = getenv("ARB_BENCH_BUILD");
+	snprintf(def, sizeof def, "%s/plugins/moe.so", bd ? bd : "build");
+	const char *path = argc > 1 ? argv[1] : def;
+	const arb_plugin *pl = load_plugin(path);
+	arb_error err;
+	memset(&err, 0, sizeof err);
+	arb_backend *be = arb_backend_cuda(&err);
+	if (!be) {
+		fprintf(stderr, "bench_moe: no CUDA backend: %s\n", err.msg);
+		return 1;
+	}
+	printf("# ARBS REFACTOR7 seed: B=2 L=8 D=512 dense steady state 3.6 ms "
+	       "(fwd+bwd); target 0.36 ms\n");
+	bench_shape(pl, be, "small", 2, 8, 512, 8, 2, 16, 128, 200);
+	bench_shape(pl, be, "small-sparse", 2, 8, 512, 8, 2, 16, 0, 200);
+	bench_shape(pl, be, "large", 32, 512, 1024, 16, 2, 16, 128, 20);
+	return 0;
+}
