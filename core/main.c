@@ -193,21 +193,24 @@ static int parse_args(int argc, char **argv, opts *o)
 }
 
 /* validate plugin sections against their plugins' schemas (fills their
- * defaults for --dump-config) */
-static arb_status validate_plugins(arb_cfg *cfg, arb_error *err)
+ * defaults for --dump-config). The validated sections point into the
+ * plugins' schemas: the plugins stay open until the caller closes them
+ * (lp[0..*n-1]) after the config is no longer used. */
+static arb_status validate_plugins(arb_cfg *cfg, arb_loaded_plugin *lp, int *n,
+				   arb_error *err)
 {
 	const char *pp = arb_conf_str(arb_cfg_section(cfg, "run"), "plugin_path");
+	*n = 0;
 	for (int i = 0; i < arb_cfg_plugin_count(cfg); i++) {
 		const char *sec = arb_cfg_plugin_section(cfg, i);
 		char name[128];
 		snprintf(name, sizeof name, "%s", sec);
 		char *colon = strchr(name, ':');
 		if (colon) *colon = 0;
-		arb_loaded_plugin lp;
-		arb_status s = arb_plugin_open(name, pp, &lp, err);
+		arb_status s = arb_plugin_open(name, pp, &lp[*n], err);
 		if (s) return s;
-		s = arb_cfg_validate_section(cfg, sec, lp.desc->schema, err);
-		arb_plugin_close(&lp);
+		(*n)++;
+		s = arb_cfg_validate_section(cfg, sec, lp[*n - 1].desc->schema, err);
 		if (s) return s;
 	}
 	return ARB_OK;
@@ -507,11 +510,21 @@ int main(int argc, char **argv)
 	}
 	const char *pp = arb_conf_str(arb_cfg_section(cfg, "run"), "plugin_path");
 	if (o.dump_config) {
-		if (validate_plugins(cfg, &err)) {
+		int np = arb_cfg_plugin_count(cfg), nopen = 0;
+		arb_loaded_plugin *lp = calloc((size_t)np + 1, sizeof *lp);
+		if (!lp) {
+			fprintf(stderr, "arbcore: out of memory\n");
+			rc = 1;
+		} else if (validate_plugins(cfg, lp, &nopen, &err)) {
 			rc = fail(&err);
 		} else {
 			arb_cfg_dump(cfg, stdout);
 		}
+		/* the config refers to the plugins' schemas: free it first */
+		arb_cfg_free(cfg);
+		cfg = NULL;
+		for (int i = 0; i < nopen; i++) arb_plugin_close(&lp[i]);
+		free(lp);
 	} else if (!strcmp(o.verb, "plugins")) {
 		if (o.plugin_help) {
 			if (arb_plugin_help(o.plugin_help, pp, stdout, &err))
