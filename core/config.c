@@ -53,8 +53,10 @@ typedef struct val {
 
 struct arb_conf {
 	char *section;
-	const arb_conf_key *schema;
+	const arb_conf_key *schema; /* our own copy: a plugin's schema may be
+				       unloaded (dlclose) before the dump */
 	int n;
+	int nschema;                /* entries of the copy */
 	val *v;
 };
 
@@ -320,6 +322,39 @@ static kv *add_kv(section *s, const char *key, const char *value, int line,
 	return k;
 }
 
+static void schema_free(arb_conf_key *k, int n)
+{
+	if (!k) return;
+	for (int i = 0; i < n; i++) {
+		free((char *)k[i].key);
+		free((char *)k[i].def);
+		free((char *)k[i].choices);
+		free((char *)k[i].help);
+	}
+	free(k);
+}
+
+/* deep copy of n schema entries plus the terminator */
+static arb_conf_key *schema_copy(const arb_conf_key *src, int n)
+{
+	arb_conf_key *k = calloc((size_t)n + 1, sizeof *k);
+	if (!k) return NULL;
+	for (int i = 0; i < n; i++) {
+		k[i] = src[i];
+		k[i].key = xstrdup(src[i].key);
+		k[i].def = src[i].def ? xstrdup(src[i].def) : NULL;
+		k[i].choices = src[i].choices ? xstrdup(src[i].choices) : NULL;
+		k[i].help = src[i].help ? xstrdup(src[i].help) : NULL;
+		if (!k[i].key || (src[i].def && !k[i].def) ||
+		    (src[i].choices && !k[i].choices) ||
+		    (src[i].help && !k[i].help)) {
+			schema_free(k, i + 1);
+			return NULL;
+		}
+	}
+	return k;
+}
+
 static void conf_free(arb_conf *c)
 {
 	if (!c) return;
@@ -327,6 +362,7 @@ static void conf_free(arb_conf *c)
 		free(c->v[i].text);
 		free(c->v[i].list);
 	}
+	schema_free((arb_conf_key *)c->schema, c->nschema);
 	free(c->v);
 	free(c->section);
 	free(c);
@@ -576,9 +612,10 @@ static arb_status validate(arb_cfg *cfg, section *s, const arb_conf_key *schema,
 	arb_conf *c = calloc(1, sizeof *c);
 	if (!c) return ARB_FAIL(err, ARB_ERR_NOMEM, "out of memory");
 	c->section = xstrdup(s->name);
-	c->schema = schema;
+	c->schema = schema_copy(schema, n);
+	c->nschema = c->schema ? n : 0;
 	c->v = calloc((size_t)n + 1, sizeof *c->v);
-	if (!c->section || !c->v) {
+	if (!c->section || !c->schema || !c->v) {
 		conf_free(c);
 		return ARB_FAIL(err, ARB_ERR_NOMEM, "out of memory");
 	}

@@ -1,6 +1,6 @@
 /*
  * tests/check_plugin.c -- the plugin loader (core/plugin.c) with real .so
- * files built from tests/plugins/*.c: a good plugin loads; every refusal
+ * files built from tests/plugins/<x>.c: a good plugin loads; every refusal
  * gives its exact message; permissions, spaces in paths and symlinks;
  * search order (config path, $ARB_PLUGIN_PATH, built-in directory);
  * validating a plugin section against the plugin's schema; a create()
@@ -500,6 +500,35 @@ START_TEST(test_create_failure_surfaces)
 }
 END_TEST
 
+/* a validated section keeps its own copy of the schema: it can still be
+ * read and dumped after the plugin is unloaded */
+START_TEST(test_conf_outlives_plugin)
+{
+	arb_loaded_plugin p;
+	arb_error err = { 0 };
+	char path[PATH_MAX];
+	ck_assert_int_eq(arb_plugin_open_file(plug("good"), "good", &p, &err), ARB_OK);
+	arb_cfg *cfg = load_text("[good]\nname = kept\n", path, sizeof path);
+	ck_assert_int_eq(arb_cfg_validate_section(cfg, "good", p.desc->schema, &err),
+			 ARB_OK);
+	arb_plugin_close(&p);
+	const arb_conf *c = arb_cfg_section(cfg, "good");
+	ck_assert_str_eq(arb_conf_str(c, "name"), "kept");
+	ck_assert_int_eq(arb_conf_int(c, "level"), 10);
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	arb_cfg_dump(cfg, f);
+	fclose(f);
+	ck_assert_msg(strstr(buf, "\n[good]\n; how much (test key with a range) (int "
+			     "in [1, 100], default \"10\")\nlevel = 10\n"), "%s", buf);
+	ck_assert_msg(strstr(buf, "; required test string (string, required)\n"
+			     "name = kept\n"), "%s", buf);
+	free(buf);
+	arb_cfg_free(cfg);
+}
+END_TEST
+
 Suite *suite_plugin(void)
 {
 	Suite *s = suite_create("plugin");
@@ -524,6 +553,7 @@ Suite *suite_plugin(void)
 	tc = tcase_create("config");
 	tcase_add_test(tc, test_section_against_schema);
 	tcase_add_test(tc, test_create_failure_surfaces);
+	tcase_add_test(tc, test_conf_outlives_plugin);
 	suite_add_tcase(s, tc);
 	return s;
 }
