@@ -32,7 +32,17 @@ int64_t arb_train_debug_nan_step = -1;
 int arb_train_quiet = 0;
 
 static volatile sig_atomic_t stop_signal;
-static void on_signal(int s) { stop_signal = s; }
+/* first signal: finish the step, save, exit; a second one ends the process
+ * at once (the checkpoints on disk stay intact: writes are atomic) */
+static void on_signal(int s)
+{
+	if (stop_signal) {
+		signal(s, SIG_DFL);
+		raise(s);
+		return;
+	}
+	stop_signal = s;
+}
 
 static int exists(const char *dir, const char *name)
 {
