@@ -7,8 +7,9 @@
  * attention.cu. Semantics: arb/tensor.h and arb/ops.h, matched against the
  * CPU reference (core/ops_cpu.c) by tests/check_gpu.c.
  */
-#include <cub/cub.cuh>
 #include <math.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include "common.cuh"
@@ -23,7 +24,21 @@ void cuda_report(cudaError_t e, const char *what, const char *file, int line)
 			cudaGetErrorString(e));
 }
 
-cuda_priv *cuda_get_priv(arb_backend *be) { return (cuda_priv *)be->priv; }
+/* CUDA is initialized lazily on the first op of this process (the probe in
+ * arb_backend_cuda runs in a child process so that a process which forks
+ * afterwards, e.g. the Check runner, never inherits a CUDA context) */
+static void lazy_init(void)
+{
+	static int done = 0;
+	if (done) return;
+	done = 1;
+	CK(cudaSetDevice(g_priv.device));
+	cudaDeviceGetAttribute(&g_priv.sms, cudaDevAttrMultiProcessorCount, g_priv.device);
+	if (g_priv.sms < 1) g_priv.sms = 1;
+	CK(cudaMalloc((void **)&g_priv.flag, sizeof(int)));
+}
+
+cuda_priv *cuda_get_priv(arb_backend *be) { lazy_init(); return (cuda_priv *)be->priv; }
 
 double *cuda_partials(arb_backend *be, int64_t n)
 {
@@ -248,6 +263,7 @@ __global__ void init_accum_kernel1(int8_t *T, int64_t n, uint64_t seed,
 
 static unsigned int grid_for(int64_t n, int threads)
 {
+	lazy_init();
 	int64_t g = (n + threads - 1) / threads;
 	int64_t cap = (int64_t)g_priv.sms * 32;
 	if (g > cap) g = cap;
@@ -521,17 +537,76 @@ static void c_embed_forward(arb_backend *be, const arb_tern *w, const int32_t *i
 	CK_LAUNCH(embed_forward);
 }
 
-__global__ void iota_kernel(int32_t *v, int64_t n)
+/* ---- bitonic sort of 64-bit keys (row << 32 | position), n a power of 2.
+ * Stages with a partner distance below 1024 run in shared memory. */
+__global__ void sort_pack_kernel(const int32_t *idx, int64_t n, int64_t np, uint64_t *v)
 {
-	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-	     i += (int64_t)gridDim.x * blockDim.x) v[i] = (int32_t)i;
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < np;
+	     i += (int64_t)gridDim.x * blockDim.x)
+		v[i] = i < n ? ((uint64_t)(uint32_t)idx[i] << 32) | (uint64_t)i : ~0ull;
+}
+__device__ __forceinline__ void cas64(uint64_t &a, uint64_t &b, bool up)
+{
+	if ((a > b) == up) { uint64_t t = a; a = b; b = t; }
+}
+/* one launch per (k, j) with j >= 1024 */
+__global__ void bitonic_global_kernel(uint64_t *v, int64_t np, int64_t k, int64_t j)
+{
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < np;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		int64_t l = i ^ j;
+		if (l > i) {
+			bool up = (i & k) == 0;
+			uint64_t a = v[i], b = v[l];
+			if ((a > b) == up) { v[i] = b; v[l] = a; }
+		}
+	}
+}
+/* stages k (or all k <= 2048 when k == 0) with j from min(k/2, 1024) down to 1,
+ * 2048 elements per block */
+__global__ void bitonic_shared_kernel(uint64_t *v, int64_t k_only)
+{
+	__shared__ uint64_t s[2048];
+	int64_t base = (int64_t)blockIdx.x * 2048;
+	s[threadIdx.x] = v[base + threadIdx.x];
+	s[threadIdx.x + 1024] = v[base + threadIdx.x + 1024];
+	__syncthreads();
+	int64_t k0 = k_only ? k_only : 2, k1 = k_only ? k_only : 2048;
+	for (int64_t k = k0; k <= k1; k <<= 1) {
+		for (int64_t j = (k >> 1) < 1024 ? (k >> 1) : 1024; j > 0; j >>= 1) {
+			int t = threadIdx.x;
+			int64_t i = 2 * j * (t / j) + (t % j); /* lower element of a pair */
+			int64_t gi = base + i;
+			bool up = (gi & k) == 0;
+			cas64(s[i], s[i + j], up);
+			__syncthreads();
+		}
+	}
+	v[base + threadIdx.x] = s[threadIdx.x];
+	v[base + threadIdx.x + 1024] = s[threadIdx.x + 1024];
+}
+static void sort_rows(const int32_t *idx, int64_t n, int64_t np, uint64_t *v)
+{
+	sort_pack_kernel<<<grid_for(np, 256), 256>>>(idx, n, np, v);
+	CK_LAUNCH(sort_pack);
+	unsigned int blocks = (unsigned int)(np / 2048);
+	bitonic_shared_kernel<<<blocks, 1024>>>(v, 0);
+	CK_LAUNCH(bitonic_shared);
+	for (int64_t k = 4096; k <= np; k <<= 1) {
+		for (int64_t j = k >> 1; j >= 2048; j >>= 1) {
+			bitonic_global_kernel<<<grid_for(np, 256), 256>>>(v, np, k, j);
+			CK_LAUNCH(bitonic_global);
+		}
+		bitonic_shared_kernel<<<blocks, 1024>>>(v, k);
+		CK_LAUNCH(bitonic_shared);
+	}
 }
 
 /* one warp per sorted position; the first position of each run of equal
  * rows sums the run in position order (deterministic) and votes the row.
  * mode 0: measure sumsq only; 1: vote (and sumsq if want_sq) */
 struct evote_args {
-	const int32_t *keys, *pos;
+	const uint64_t *kv;     /* sorted (row << 32 | position) */
 	int64_t n;
 	const float *dout;
 	int8_t *T;
@@ -550,15 +625,16 @@ __global__ void embed_vote_kernel1(evote_args a)
 	int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
 	int lane = threadIdx.x & 31;
 	if (i >= a.n) return;
-	int32_t row = a.keys[i];
+	int32_t row = (int32_t)(a.kv[i] >> 32);
 	double sq = 0.0;
-	if (row >= 0 && row < a.rows && (i == 0 || a.keys[i - 1] != row)) {
+	if (row >= 0 && row < a.rows && (i == 0 || (int32_t)(a.kv[i - 1] >> 32) != row)) {
 		int64_t end = i + 1;
-		while (end < a.n && a.keys[end] == row) end++;
+		while (end < a.n && (int32_t)(a.kv[end] >> 32) == row) end++;
 		int rms = vote_rms_dev(a.rms_host, a.rms_dev);
 		for (int64_t d = lane; d < a.cols; d += 32) {
 			float g = 0.0f;
-			for (int64_t j = i; j < end; j++) g += a.dout[(int64_t)a.pos[j] * a.cols + d];
+			for (int64_t j = i; j < end; j++)
+				g += a.dout[(int64_t)(uint32_t)a.kv[j] * a.cols + d];
 			sq += (double)g * (double)g;
 			if (a.mode == 0) continue;
 			int64_t wi = (int64_t)row * a.cols + d;
@@ -583,23 +659,14 @@ static void c_embed_vote(arb_backend *be, arb_tern *w, const int32_t *idx,
 {
 	if (n <= 0 || !w->T_accum) return;
 	tern_ws *ws = (tern_ws *)w->ws_dev;
-	/* scratch: keys_in(=idx copy not needed), pos_in, keys_out, pos_out, cub tmp */
-	size_t tmp = 0;
-	cub::DeviceRadixSort::SortPairs(NULL, tmp, (const int32_t *)NULL, (int32_t *)NULL,
-					(const int32_t *)NULL, (int32_t *)NULL, (int)n);
-	size_t vec = ((size_t)n * 4 + 255) & ~(size_t)255;
-	char *s = (char *)cuda_scratch(be, 3 * vec + tmp + 256);
-	int32_t *pos_in = (int32_t *)s, *keys_out = (int32_t *)(s + vec),
-		*pos_out = (int32_t *)(s + 2 * vec);
-	void *cubtmp = s + 3 * vec;
-	iota_kernel<<<grid_for(n, 256), 256>>>(pos_in, n);
-	CK_LAUNCH(iota);
-	CK(cub::DeviceRadixSort::SortPairs(cubtmp, tmp, idx, keys_out, pos_in, pos_out,
-					   (int)n, 0, 32, (cudaStream_t)0));
+	int64_t np = 2048;
+	while (np < n) np <<= 1;
+	uint64_t *kv = (uint64_t *)cuda_scratch(be, (size_t)np * 8);
+	sort_rows(idx, n, np, kv);
 	int sr = v->kind == ARB_VOTE_SR;
 	double *parts = sr ? cuda_partials(be, n) : NULL;
 	evote_args a;
-	a.keys = keys_out; a.pos = pos_out; a.n = n; a.dout = dout; a.T = w->T_accum;
+	a.kv = kv; a.n = n; a.dout = dout; a.T = w->T_accum;
 	a.score = w->score; a.packed = w->packed; a.rows = w->rows; a.cols = w->cols; a.rb = w->row_bytes;
 	a.gs = w->group_size; a.groups = w->groups; a.kind = v->kind; a.step = v->step;
 	a.R = v->sr_R; a.rms_host = w->rms_log2; a.rms_dev = &ws->rms_now;
@@ -827,29 +894,52 @@ static int g_ready = 0;
 extern "C" arb_backend *arb_backend_cuda(arb_error *err)
 {
 	if (g_ready) return &g_cuda;
-	int n = 0;
-	cudaError_t e = cudaGetDeviceCount(&n);
-	if (e != cudaSuccess || n == 0) {
-		if (e != cudaSuccess) cudaGetLastError();
-		ARB_FAIL(err, ARB_ERR_CUDA, "no usable CUDA device: %s",
-			 e != cudaSuccess ? cudaGetErrorString(e) : "no GPU found");
-		return NULL;
+	char why[256] = "";
+	int ok = 0;
+	int fds[2] = { -1, -1 };
+	pid_t pid = -1;
+	if (pipe(fds) == 0) pid = fork();
+	if (pid == 0) {
+		/* child: probe, report, exit without touching the parent's state */
+		int n = 0;
+		cudaError_t e = cudaGetDeviceCount(&n);
+		if (e == cudaSuccess && n > 0) {
+			void *p = NULL;
+			e = cudaMalloc(&p, 16);
+		}
+		char msg[256];
+		int len = snprintf(msg, sizeof msg, "%s", e != cudaSuccess ?
+				   cudaGetErrorString(e) : (n > 0 ? "" : "no GPU found"));
+		if (write(fds[1], msg, (size_t)len + 1) < 0) _exit(2);
+		_exit(e == cudaSuccess && n > 0 ? 0 : 1);
 	}
-	int dev = 0;
-	if (cudaSetDevice(dev) != cudaSuccess || cudaFree(0) != cudaSuccess) {
-		cudaGetLastError();
-		ARB_FAIL(err, ARB_ERR_CUDA, "CUDA device %d could not be initialized", dev);
+	if (pid > 0) {
+		close(fds[1]);
+		ssize_t got = read(fds[0], why, sizeof why - 1);
+		why[got > 0 ? got : 0] = 0;
+		close(fds[0]);
+		int status = 0;
+		while (waitpid(pid, &status, 0) < 0) {}
+		ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+		if (!ok && !why[0]) snprintf(why, sizeof why, "device probe failed");
+	} else {
+		/* no fork: probe here */
+		if (pid < 0 && fds[0] >= 0) { close(fds[0]); close(fds[1]); }
+		int n = 0;
+		cudaError_t e = cudaGetDeviceCount(&n);
+		ok = e == cudaSuccess && n > 0;
+		if (!ok) {
+			cudaGetLastError();
+			snprintf(why, sizeof why, "%s", e != cudaSuccess ?
+				 cudaGetErrorString(e) : "no GPU found");
+		}
+	}
+	if (!ok) {
+		ARB_FAIL(err, ARB_ERR_CUDA, "no usable CUDA device: %s", why);
 		return NULL;
 	}
 	memset(&g_priv, 0, sizeof g_priv);
-	g_priv.device = dev;
-	cudaDeviceGetAttribute(&g_priv.sms, cudaDevAttrMultiProcessorCount, dev);
-	if (g_priv.sms < 1) g_priv.sms = 1;
-	if (cudaMalloc((void **)&g_priv.flag, sizeof(int)) != cudaSuccess) {
-		cudaGetLastError();
-		ARB_FAIL(err, ARB_ERR_CUDA, "CUDA device %d: cannot allocate memory", dev);
-		return NULL;
-	}
+	g_priv.device = 0;
 	arb_backend *b = &g_cuda;
 	memset(b, 0, sizeof *b);
 	b->name = "cuda";

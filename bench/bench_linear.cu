@@ -1,0 +1,179 @@
+/*
+ * bench/bench_linear.cu -- ternary linear kernels against cuBLAS bf16 in the
+ * same run on the same GPU.
+ *
+ *   forward  y[M,N] = x[M,K] W^T  for M in {1,16,256,4096}, (N,K) in
+ *            {(4096,4096),(11008,4096),(4096,11008)}; cuBLAS: bf16 x bf16 ->
+ *            bf16, fp32 accumulate (cublasGemmEx).
+ *   vote     T_accum += sign(dy^T x) at M=4096 vs cuBLAS bf16 dW = dy^T x.
+ *   bwd_x    dx = dy W at M=4096 vs cuBLAS bf16 (information, no target).
+ *
+ * Memory-bound cases rotate among enough weight copies to exceed L2 (both
+ * sides). CUDA events, 10 warm-up calls, median of 7 timings of 20 calls.
+ * Targets: M <= 16 forward >= 4x cuBLAS; M = 4096 forward and vote >= 0.7x.
+ */
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <algorithm>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <vector>
+#include "arb/ops.h"
+
+#define CKC(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { \
+	fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); exit(1); } } while (0)
+#define CKB(x) do { cublasStatus_t s_ = (x); if (s_ != CUBLAS_STATUS_SUCCESS) { \
+	fprintf(stderr, "%s:%d %s: cublas %d\n", __FILE__, __LINE__, #x, (int)s_); exit(1); } } while (0)
+
+static __global__ void fill_kernel(float *x, int64_t n, uint32_t seed)
+{
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		uint32_t h = (uint32_t)(arb_mix64(seed * 0x100000001ull + (uint64_t)i) >> 40);
+		x[i] = (float)h / (float)(1 << 24) * 2.0f - 1.0f;
+	}
+}
+static __global__ void fill_bf16_kernel(__nv_bfloat16 *x, int64_t n, uint32_t seed, float s)
+{
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		uint32_t h = (uint32_t)(arb_mix64(seed * 0x100000001ull + (uint64_t)i) >> 40);
+		x[i] = __float2bfloat16(((float)h / (float)(1 << 24) * 2.0f - 1.0f) * s);
+	}
+}
+
+template <class F>
+static double time_us(F f, int reps = 20)
+{
+	cudaEvent_t a, b;
+	CKC(cudaEventCreate(&a));
+	CKC(cudaEventCreate(&b));
+	for (int i = 0; i < 10; i++) f(i);
+	CKC(cudaDeviceSynchronize());
+	std::vector<double> ts;
+	for (int t = 0; t < 7; t++) {
+		CKC(cudaEventRecord(a));
+		for (int i = 0; i < reps; i++) f(i);
+		CKC(cudaEventRecord(b));
+		CKC(cudaEventSynchronize(b));
+		float ms = 0;
+		CKC(cudaEventElapsedTime(&ms, a, b));
+		ts.push_back(ms * 1000.0 / reps);
+	}
+	CKC(cudaGetLastError());
+	std::sort(ts.begin(), ts.end());
+	return ts[3];
+}
+
+static void line(const char *op, int64_t M, int64_t N, int64_t K, double ours, double cub,
+		 double target)
+{
+	double sp = cub / ours;
+	const char *verdict = target <= 0 ? "-" : (sp >= target ? "PASS" : "MISS");
+	double flops = 2.0 * M * N * K;
+	printf("%-6s M=%-5lld N=%-6lld K=%-6lld ours %9.2f us (%7.1f TF/s)  cublas-bf16 %9.2f us (%7.1f TF/s)  speedup %6.2fx  target %s%.1fx  %s\n",
+	       op, (long long)M, (long long)N, (long long)K, ours, flops / ours * 1e-6, cub,
+	       flops / cub * 1e-6, sp, target > 0 ? ">=" : "", target > 0 ? target : 0.0, verdict);
+	fflush(stdout);
+}
+
+int main(void)
+{
+	arb_error err = { 0 };
+	arb_backend *be = arb_backend_cuda(&err);
+	if (!be) { fprintf(stderr, "bench_linear: %s\n", err.msg); return 1; }
+	cudaDeviceProp prop;
+	CKC(cudaGetDeviceProperties(&prop, 0));
+	printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount,
+	       prop.l2CacheSize >> 20);
+	cublasHandle_t h;
+	CKB(cublasCreate(&h));
+	const int64_t shapes[3][2] = { { 4096, 4096 }, { 11008, 4096 }, { 4096, 11008 } };
+	const int64_t Ms[4] = { 1, 16, 256, 4096 };
+	const double l2x = 3.0 * prop.l2CacheSize;
+	for (int s = 0; s < 3; s++) {
+		int64_t N = shapes[s][0], K = shapes[s][1];
+		/* our weights: rotate copies to exceed L2 */
+		int64_t pbytes = N * ((K + 4) / 5);
+		int nours = (int)std::min<double>(32, std::max<double>(1, l2x / pbytes + 1));
+		std::vector<arb_tern> ws(nours);
+		for (int i = 0; i < nours; i++) {
+			arb_tern *t = &ws[i];
+			memset(t, 0, sizeof *t);
+			snprintf(t->name, sizeof t->name, "w%d", i);
+			t->rows = N; t->cols = K; t->group_size = 32;
+			t->flags = i == 0 ? 0 : ARB_TERN_FROZEN; /* copy 0 also votes */
+			t->erule = ARB_ERULE_FROZEN; t->id = (uint32_t)i;
+			if (be->tern_alloc(be, t, &err) != ARB_OK) { fprintf(stderr, "%s\n", err.msg); return 1; }
+			arb_tern_init ini = { .seed = 1, .zero_frac = 1.0 / 3.0, .const_trit = 0,
+					      .e_init = arb_e_from_fanin(K, 1.0 / 3.0), .accum_init = 0 };
+			be->tern_init(be, t, &ini);
+		}
+		int64_t bbytes = N * K * 2;
+		int ncub = (int)std::min<double>(8, std::max<double>(1, l2x / bbytes + 1));
+		std::vector<__nv_bfloat16 *> wb(ncub);
+		for (int i = 0; i < ncub; i++) {
+			CKC(cudaMalloc(&wb[i], bbytes));
+			fill_bf16_kernel<<<1024, 256>>>(wb[i], N * K, 7 + i, 0.02f);
+		}
+		int64_t Mmax = 4096;
+		float *x, *y, *dy, *dx;
+		__nv_bfloat16 *xb, *yb, *dyb, *dWb, *dxb;
+		CKC(cudaMalloc(&x, Mmax * K * 4)); CKC(cudaMalloc(&y, Mmax * N * 4));
+		CKC(cudaMalloc(&dy, Mmax * N * 4)); CKC(cudaMalloc(&dx, Mmax * K * 4));
+		CKC(cudaMalloc(&xb, Mmax * K * 2)); CKC(cudaMalloc(&yb, Mmax * N * 2));
+		CKC(cudaMalloc(&dyb, Mmax * N * 2)); CKC(cudaMalloc(&dWb, N * K * 2));
+		CKC(cudaMalloc(&dxb, Mmax * K * 2));
+		fill_kernel<<<1024, 256>>>(x, Mmax * K, 1);
+		fill_kernel<<<1024, 256>>>(dy, Mmax * N, 2);
+		fill_bf16_kernel<<<1024, 256>>>(xb, Mmax * K, 3, 1.0f);
+		fill_bf16_kernel<<<1024, 256>>>(dyb, Mmax * N, 4, 1.0f);
+		CKC(cudaDeviceSynchronize());
+		float one = 1.0f, zero = 0.0f;
+		for (int mi = 0; mi < 4; mi++) {
+			int64_t M = Ms[mi];
+			double ours = time_us([&](int i) {
+				be->linear_forward(be, &ws[i % nours], x, y, M, 0);
+			});
+			double cub = time_us([&](int i) {
+				CKB(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one,
+						 wb[i % ncub], CUDA_R_16BF, (int)K, xb, CUDA_R_16BF, (int)K,
+						 &zero, yb, CUDA_R_16BF, (int)N, CUBLAS_COMPUTE_32F,
+						 CUBLAS_GEMM_DEFAULT));
+			});
+			line("fwd", M, N, K, ours, cub, M <= 16 ? 4.0 : (M == 4096 ? 0.7 : 0.0));
+		}
+		{
+			int64_t M = 4096;
+			double ours = time_us([&](int i) {
+				be->linear_backward_x(be, &ws[i % nours], dy, dx, M, 0);
+			});
+			double cub = time_us([&](int i) {
+				CKB(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, (int)K, (int)M, (int)N, &one,
+						 wb[i % ncub], CUDA_R_16BF, (int)K, dyb, CUDA_R_16BF, (int)N,
+						 &zero, dxb, CUDA_R_16BF, (int)K, CUBLAS_COMPUTE_32F,
+						 CUBLAS_GEMM_DEFAULT));
+			});
+			line("bwd_x", M, N, K, ours, cub, 0.0);
+			arb_vote v = { .kind = ARB_VOTE_SIGN, .step = 1, .sr_R = 1, .seed = 1, .t = 0 };
+			ours = time_us([&](int i) {
+				be->linear_vote(be, &ws[0], x, dy, M, &v);
+			}, 5);
+			cub = time_us([&](int i) {
+				CKB(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_T, (int)K, (int)N, (int)M, &one,
+						 xb, CUDA_R_16BF, (int)K, dyb, CUDA_R_16BF, (int)N,
+						 &zero, dWb, CUDA_R_16BF, (int)K, CUBLAS_COMPUTE_32F,
+						 CUBLAS_GEMM_DEFAULT));
+			}, 5);
+			line("vote", M, N, K, ours, cub, 0.7);
+		}
+		for (int i = 0; i < nours; i++) be->tern_free(be, &ws[i]);
+		for (int i = 0; i < ncub; i++) CKC(cudaFree(wb[i]));
+		void *fr[] = { x, y, dy, dx, xb, yb, dyb, dWb, dxb };
+		for (void *p : fr) CKC(cudaFree(p));
+	}
+	cublasDestroy(h);
+	return 0;
+}
