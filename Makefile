@@ -152,18 +152,43 @@ $(BUILD)/bench/%: bench/%.cu $(LIB)
 bench: $(BENCH_BIN)
 	@for b in $(BENCH_BIN); do echo "== $$b"; ./$$b || exit 1; done
 
-# ---- install
+# ---- install (PREFIX, DESTDIR). Installs exactly: bin/arbcore,
+# lib/arbcore/plugins/<name>.so, include/arb/*.h, lib/libarbcore.a and
+# lib/pkgconfig/{arbcore,arbcore-harness}.pc; uninstall removes exactly those.
+# arbcore.pc: Cflags for plugins (no Libs: plugins never link core symbols),
+# variable plugindir. arbcore-harness.pc: for an author's TEST program that
+# runs a component on the core's CPU/CUDA backends (arb/harness.h):
+# -larbcore and its dependencies of this build.
+INST_HDRS    := $(notdir $(wildcard core/include/arb/*.h))
+HARNESS_LIBS := $(INIH_LIBS) $(CUDA_LIBS) $(if $(NVCC),-lstdc++) $(LDLIBS)
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/arbcore/plugins \
 	  $(DESTDIR)$(PREFIX)/include/arb $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 755 $(BUILD)/arbcore $(DESTDIR)$(PREFIX)/bin/arbcore
 	$(if $(PLUGINS),install -m 755 $(PLUGINS) $(DESTDIR)$(PREFIX)/lib/arbcore/plugins/)
 	install -m 644 core/include/arb/*.h $(DESTDIR)$(PREFIX)/include/arb/
+	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/libarbcore.a
 	sed -e 's|@PREFIX@|$(PREFIX)|g' arbcore.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/arbcore.pc
+	{ printf 'prefix=%s\nlibdir=$${prefix}/lib\n\n' '$(PREFIX)'; \
+	  printf 'Name: arbcore-harness\nDescription: arbcore backends for plugin test programs (arb/harness.h)\n'; \
+	  printf 'Version: 0.1.0\nRequires: arbcore\nLibs: -L$${libdir} -larbcore %s\n' '$(strip $(HARNESS_LIBS))'; \
+	} > $(DESTDIR)$(PREFIX)/lib/pkgconfig/arbcore-harness.pc
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/arbcore $(DESTDIR)$(PREFIX)/lib/pkgconfig/arbcore.pc
-	rm -rf $(DESTDIR)$(PREFIX)/lib/arbcore $(DESTDIR)$(PREFIX)/include/arb
+	rm -f $(DESTDIR)$(PREFIX)/bin/arbcore $(DESTDIR)$(PREFIX)/lib/libarbcore.a \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/arbcore.pc \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/arbcore-harness.pc \
+	  $(patsubst %,$(DESTDIR)$(PREFIX)/lib/arbcore/plugins/%.so,$(PLUGIN_NAMES)) \
+	  $(patsubst %,$(DESTDIR)$(PREFIX)/include/arb/%,$(INST_HDRS))
+	-rmdir $(DESTDIR)$(PREFIX)/lib/arbcore/plugins $(DESTDIR)$(PREFIX)/lib/arbcore \
+	  $(DESTDIR)$(PREFIX)/include/arb 2>/dev/null
+
+# ---- examples: out-of-tree plugin builds against an installed arbcore
+# (examples/<name>/Makefile uses pkg-config only); tests/sdk/run.sh does the
+# whole install -> build -> check -> train -> uninstall round trip.
+.PHONY: sdk-check
+sdk-check:
+	tests/sdk/run.sh
 
 clean:
 	rm -rf $(BUILD)
