@@ -396,8 +396,9 @@ int main(int argc, char **argv)
 			std::vector<int32_t> ce = codes_of(l, nq);
 			run_cand(b1, l, nq, nullptr);
 			std::vector<int32_t> c2 = codes_of(l, nq);
-			printf("1M recall: %s queries (%lld): recall@1 %.4f, deterministic %s, "
+			printf("%lld rows, %s queries (%lld): recall@1 %.4f, deterministic %s, "
 			       "misses->exact %d; candidate %.0f q/s, exact %.0f q/s\n",
+			       (long long)R1,
 			       noises[k] < 0 ? "random" : noises[k] < 0.4f ? "near (0.3)" : "near (0.5)",
 			       (long long)nq, agree(cc, ce), agree(cc, c2) == 1.0 ? "yes" : "NO",
 			       misses, nq / (mc / 1e3), nq / (me / 1e3));
@@ -413,12 +414,12 @@ int main(int argc, char **argv)
 		       "index device %.1f MB, index host mirror %.1f MB\n",
 		       (long long)R10, DIM, b.state_bytes / 1e6, b.index_dev_bytes / 1e6,
 		       b.index_host_bytes / 1e6);
-		const int64_t nq = 1024;
+		const int64_t nq = 8192;
 		lk l;
 		lk_alloc(l, nq);
 		blas B;
 		cublasCreate(&B.h);
-		B.chunk = 262144;
+		B.chunk = 65536;
 		CKB(cudaMalloc(&B.cb, (size_t)R10 * DIM * 2));
 		CKB(cudaMalloc(&B.half, (size_t)R10 * 4));
 		CKB(cudaMalloc(&B.zb, (size_t)nq * DIM * 2));
@@ -443,10 +444,10 @@ int main(int argc, char **argv)
 			std::vector<int32_t> ce = codes_of(l, ns);
 			std::vector<int32_t> cc_s(cc.begin(), cc.begin() + ns),
 				cb_s(cb.begin(), cb.begin() + ns);
-			printf("10M %s queries: candidate %.0f q/s (%.2f ms / %lld, misses %d), "
+			printf("%lld rows, %s queries: candidate %.0f q/s (%.2f ms / %lld, misses %d), "
 			       "cuBLAS bf16 brute force %.0f q/s (%.2f ms), exact ternary %.0f q/s; "
 			       "recall@1 vs exact (first %lld): candidate %.4f, bf16 %.4f\n",
-			       k == 0 ? "near (0.3)" : "random", nq / (mc / 1e3), mc,
+			       (long long)R10, k == 0 ? "near (0.3)" : "random", nq / (mc / 1e3), mc,
 			       (long long)nq, misses, nq / (mb / 1e3), mb, ns / (me / 1e3),
 			       (long long)ns, agree(cc_s, ce), agree(cb_s, ce));
 		}
