@@ -252,7 +252,12 @@ static arb_status model_from_ckpt(const char *path, const char *const *sets,
 	if (s) return s;
 	s = arb_cfg_load(cfg_out, tmp, sets, err);
 	unlink(tmp);
-	if (s) return s;
+	if (s) {
+		char msg[sizeof err->msg];
+		snprintf(msg, sizeof msg, "%s", err->msg);
+		return ARB_FAIL(err, s, "%s: the config stored in this checkpoint "
+				"(with --set overrides) is refused: %.300s", path, msg);
+	}
 	*be_out = pick_backend(*cfg_out, err);
 	if (!*be_out) return ARB_ERR_CUDA;
 	if ((s = arb_model_create(m_out, *cfg_out, *be_out, batch, err))) return s;
