@@ -66,8 +66,9 @@ struct LoadCM {  /* p[r*ld + i] */
 };
 __device__ __forceinline__ float tern_w(const tern_view &v, int64_t n, int64_t k)
 {
-	int t = trit_digit(__ldg(v.packed + n * v.row_bytes + k / 5), (int)(k % 5));
-	return t ? (float)t * view_scale(v, n, (int)(k / v.gs)) : 0.0f;
+	uint32_t kk = (uint32_t)k, kb = kk / 5u;
+	int t = trit_digit(__ldg(v.packed + n * v.row_bytes + kb), (int)(kk - 5u * kb));
+	return t ? (float)t * view_scale(v, n, (int)(kk / (uint32_t)v.gs)) : 0.0f;
 }
 struct LoadWnk { /* (i=n, r=k) */
 	tern_view v;
@@ -83,6 +84,49 @@ struct LoadWkn { /* (i=k, r=n) */
 		return (n < v.rows && k < v.cols) ? tern_w(v, n, k) : 0.0f;
 	}
 };
+
+struct LoadBRM { /* bf16 p[i*ld + r] */
+	const __nv_bfloat16 *p; int64_t ld, I, R;
+	static constexpr bool RC = true;
+	__device__ __forceinline__ float get(int64_t i, int64_t r) const {
+		return (i < I && r < R) ? __bfloat162float(p[i * ld + r]) : 0.0f;
+	}
+};
+struct LoadBCM { /* bf16 p[r*ld + i] */
+	const __nv_bfloat16 *p; int64_t ld, I, R;
+	static constexpr bool RC = false;
+	__device__ __forceinline__ float get(int64_t i, int64_t r) const {
+		return (i < I && r < R) ? __bfloat162float(p[r * ld + i]) : 0.0f;
+	}
+};
+
+/* W -> bf16 [rows][cols] (t * scale), one thread per packed byte */
+__global__ void decode_bf16_kernel1(tern_view v, __nv_bfloat16 *out)
+{
+	int64_t nb = v.rows * v.row_bytes;
+	for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nb;
+	     b += (int64_t)gridDim.x * blockDim.x) {
+		int64_t r = (b < 0xffffffffll) ? (int64_t)((uint32_t)b / (uint32_t)v.row_bytes)
+					       : b / v.row_bytes;
+		int64_t c0 = (b - r * v.row_bytes) * 5;
+		unsigned int byte = v.packed[b];
+		for (int j = 0; j < 5 && c0 + j < v.cols; j++) {
+			int t = trit_digit(byte, j);
+			float w = t ? (float)t * view_scale(v, r, (int)((uint32_t)(c0 + j) / (uint32_t)v.gs)) : 0.0f;
+			out[r * v.cols + c0 + j] = __float2bfloat16(w);
+		}
+	}
+}
+static __nv_bfloat16 *decode_w(arb_backend *be, const tern_view &v)
+{
+	__nv_bfloat16 *w = (__nv_bfloat16 *)cuda_scratch(be, (size_t)(v.rows * v.cols) * 2);
+	int64_t nb = v.rows * v.row_bytes;
+	int64_t g = (nb + 255) / 256;
+	if (g > 132 * 64) g = 132 * 64;
+	decode_bf16_kernel1<<<(unsigned)g, 256>>>(v, w);
+	CK_LAUNCH(decode_bf16);
+	return w;
+}
 
 /* fill 16 values of a BMxBK (BNxBK) tile for thread t */
 template <class L>
@@ -229,8 +273,9 @@ __global__ void __launch_bounds__(256) tc_gemm_kernel1(LA la, LB lb, int64_t I,
 					ep.step * sg;
 				if (inc) ep.T[wi] = accum_sub(ep.T[wi], inc);
 				if (ep.score && sg) {
-					int t = trit_digit(ep.packed[n * ep.rb + k / 5], (int)(k % 5));
-					if (t) atomicAdd(&sc[il * SC_G + (int)(k / ep.gs) - g0], sg * t);
+					uint32_t kk = (uint32_t)k, kb = kk / 5u;
+					int t = trit_digit(ep.packed[n * ep.rb + kb], (int)(kk - 5u * kb));
+					if (t) atomicAdd(&sc[il * SC_G + (int)(kk / (uint32_t)ep.gs) - g0], sg * t);
 				}
 			}
 	if (MODE == EP_VOTE && ep.score) {
@@ -263,6 +308,8 @@ __global__ void __launch_bounds__(256) tc_gemm_kernel1(LA la, LB lb, int64_t I,
 #define SK_ROWS 128   /* weight rows per CTA: 8 warps x 16 */
 #define SK_KC 160     /* k per chunk: two 80-wide steps (16 packed bytes each) */
 #define SK_SROW 168   /* padded bf16 row */
+#define SK_G 12       /* groups a 160-wide chunk touches (group_size >= 16) */
+#define SK_SMEM ((size_t)(16 + 8 * 16) * SK_SROW * 2 + (243 * 5 + 2) * 2 + SK_ROWS * SK_G * 4)
 
 __constant__ uint16_t c_dec[243 * 5]; /* bf16 bits of each digit of a byte */
 
@@ -291,6 +338,7 @@ __global__ void __launch_bounds__(256) skinny_fwd_kernel2(tern_view v, const flo
 	__nv_bfloat16 *xs = (__nv_bfloat16 *)sm;                   /* [16][SK_SROW] */
 	__nv_bfloat16 *wsm = xs + 16 * SK_SROW;                    /* [8][16][SK_SROW] */
 	uint16_t *dec = (uint16_t *)(wsm + 8 * 16 * SK_SROW);      /* [243*5] */
+	float *ssc = (float *)(dec + 243 * 5 + 1);                 /* [128][SK_G] */
 	__shared__ int is_last;
 	const int64_t N = v.rows, K = v.cols, rb = v.row_bytes;
 	int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -319,6 +367,14 @@ __global__ void __launch_bounds__(256) skinny_fwd_kernel2(tern_view v, const flo
 	for (int64_t ch = c_lo; ch < c_hi; ch++) {
 		int64_t k0 = ch * SK_KC;
 		__syncthreads(); /* previous chunk's tiles consumed; dec ready */
+		int gfirst = (int)(k0 / v.gs);
+		int glast = (int)((k0 + SK_KC - 1 < K ? k0 + SK_KC - 1 : K - 1) / v.gs);
+		int ngc = glast - gfirst + 1;
+		for (int e = tid; e < SK_ROWS * ngc; e += 256) {
+			int rr = e / ngc, gg = e - rr * ngc;
+			int64_t n = (int64_t)blockIdx.x * SK_ROWS + rr;
+			ssc[rr * SK_G + gg] = n < N ? view_scale(v, n, gfirst + gg) : 0.0f;
+		}
 		/* x tile: [16][160] fp32 -> bf16 */
 		for (int e = tid; e < 16 * SK_KC; e += 256) {
 			int m = e / SK_KC, kk = e % SK_KC;
@@ -348,9 +404,9 @@ __global__ void __launch_bounds__(256) skinny_fwd_kernel2(tern_view v, const flo
 			float c0[4] = { 0, 0, 0, 0 }, c1[4] = { 0, 0, 0, 0 };
 			mma16816(c0, a, b0, b1);
 			mma16816(c1, a, b2, b3);
-			int gi = (int)(k / v.gs);
-			float sA = nA < N ? view_scale(v, nA, gi) : 0.0f;
-			float sB = nB < N ? view_scale(v, nB, gi) : 0.0f;
+			int gi = (int)((uint32_t)k / (uint32_t)v.gs) - gfirst;
+			float sA = ssc[(warp * 16 + g) * SK_G + gi];
+			float sB = ssc[(warp * 16 + g + 8) * SK_G + gi];
 			accf[0][0] += sA * c0[0]; accf[0][1] += sA * c0[1];
 			accf[0][2] += sB * c0[2]; accf[0][3] += sB * c0[3];
 			accf[1][0] += sA * c1[0]; accf[1][1] += sA * c1[1];
@@ -419,7 +475,7 @@ static void dec_table_init(void)
 		}
 	}
 	CK(cudaMemcpyToSymbol(c_dec, h, sizeof h));
-	size_t smem = (size_t)(16 + 8 * 16) * SK_SROW * 2 + 243 * 5 * 2;
+	size_t smem = SK_SMEM;
 	CK(cudaFuncSetAttribute(skinny_fwd_kernel2, cudaFuncAttributeMaxDynamicSharedMemorySize,
 				(int)smem));
 	g_dec_ready = 1;
@@ -445,7 +501,7 @@ void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 		int64_t S = (nchunks + cps - 1) / cps;
 		unsigned int *cnt = NULL;
 		float *part = S > 1 ? cuda_split_ws(be, S * M * N, &cnt, tiles) : NULL;
-		size_t smem = (size_t)(16 + 8 * 16) * SK_SROW * 2 + 243 * 5 * 2;
+		size_t smem = SK_SMEM;
 		dim3 grid((unsigned)tiles, (unsigned)S);
 		skinny_fwd_kernel2<<<grid, 256, smem>>>(v, x, y, (int)M, accumulate, (int)cps,
 							part, cnt);
@@ -456,9 +512,15 @@ void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 	memset(&ep, 0, sizeof ep);
 	ep.out = y; ep.ld = N; ep.acc = accumulate;
 	LoadRM la = { x, K, M, K };
-	LoadWnk lb = { v };
 	dim3 grid(cdiv(N, BN), cdiv(M, BM));
-	tc_gemm_kernel1<LoadRM, LoadWnk, EP_STORE><<<grid, 256>>>(la, lb, M, N, K, ep);
+	if (M >= 64) {
+		/* decode once (bf16 workspace), then a plain tile GEMM */
+		LoadBRM lb = { decode_w(be, v), K, N, K };
+		tc_gemm_kernel1<LoadRM, LoadBRM, EP_STORE><<<grid, 256>>>(la, lb, M, N, K, ep);
+	} else {
+		LoadWnk lb = { v };
+		tc_gemm_kernel1<LoadRM, LoadWnk, EP_STORE><<<grid, 256>>>(la, lb, M, N, K, ep);
+	}
 	CK_LAUNCH(linear_forward);
 }
 
@@ -472,9 +534,14 @@ void cuda_linear_backward_x(arb_backend *be, const arb_tern *w, const float *dy,
 	memset(&ep, 0, sizeof ep);
 	ep.out = dx; ep.ld = K; ep.acc = accumulate;
 	LoadRM la = { dy, N, M, N };
-	LoadWkn lb = { v };
 	dim3 grid(cdiv(K, BN), cdiv(M, BM));
-	tc_gemm_kernel1<LoadRM, LoadWkn, EP_STORE><<<grid, 256>>>(la, lb, M, K, N, ep);
+	if (M >= 64) {
+		LoadBCM lb = { decode_w(be, v), K, K, N };
+		tc_gemm_kernel1<LoadRM, LoadBCM, EP_STORE><<<grid, 256>>>(la, lb, M, K, N, ep);
+	} else {
+		LoadWkn lb = { v };
+		tc_gemm_kernel1<LoadRM, LoadWkn, EP_STORE><<<grid, 256>>>(la, lb, M, K, N, ep);
+	}
 	CK_LAUNCH(linear_backward_x);
 }
 

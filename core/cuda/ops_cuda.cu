@@ -325,6 +325,13 @@ __device__ __forceinline__ void block_add_u64(T v, unsigned long long *dst)
 	if (threadIdx.x == 0 && s) atomicAdd(dst, s);
 }
 
+/* row of packed byte b: 32-bit division whenever it fits */
+__device__ __forceinline__ int64_t row_of(int64_t b, int64_t rb)
+{
+	if (b < 0xffffffffll && rb < 0xffffffffll) return (int64_t)((uint32_t)b / (uint32_t)rb);
+	return b / rb;
+}
+
 /* pass 1: candidates (|T| >= thr and the trit can still move) */
 __global__ void step_count_kernel1(step_args a)
 {
@@ -332,7 +339,7 @@ __global__ void step_count_kernel1(step_args a)
 	unsigned int cand = 0;
 	for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nb;
 	     b += (int64_t)gridDim.x * blockDim.x) {
-		int64_t r = b / a.rb, c0 = (b - r * a.rb) * 5;
+		int64_t r = row_of(b, a.rb), c0 = (b - r * a.rb) * 5;
 		unsigned int byte = a.packed[b];
 		const int8_t *Tr = a.T + r * a.cols;
 #pragma unroll
@@ -354,7 +361,7 @@ __global__ void step_zeros_kernel1(step_args a)
 	unsigned int zeros = 0;
 	for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nb;
 	     b += (int64_t)gridDim.x * blockDim.x) {
-		int64_t r = b / a.rb, c0 = (b - r * a.rb) * 5;
+		int64_t r = row_of(b, a.rb), c0 = (b - r * a.rb) * 5;
 		unsigned int byte = a.packed[b];
 		for (int j = 0; j < 5 && c0 + j < a.cols; j++) zeros += trit_digit(byte, j) == 0;
 	}
@@ -377,11 +384,11 @@ __global__ void step_apply_kernel2(step_args a)
 	}
 	for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nb;
 	     b += (int64_t)gridDim.x * blockDim.x) {
-		int64_t r = b / a.rb, c0 = (b - r * a.rb) * 5;
+		int64_t r = row_of(b, a.rb), c0 = (b - r * a.rb) * 5;
 		unsigned int byte = a.packed[b];
 		int8_t *Tr = a.T + r * a.cols;
 		int tr[5];
-		int changed = 0;
+		int changed = 0, fg = -1, fn = 0; /* flips of group fg (T_FIRST) */
 #pragma unroll
 		for (int j = 0; j < 5; j++) {
 			int64_t c = c0 + j;
@@ -404,13 +411,21 @@ __global__ void step_apply_kernel2(step_args a)
 						tr[j] += dir;
 						changed = 1;
 						Tr[c] = (int8_t)(a.reset_rem ? T - dir * a.thr : 0);
-						if (a.score)
-							atomicSub(&a.score[r * a.groups + c / a.gs], 1);
+						if (a.score) {
+							int gi = (int)((uint32_t)c / (uint32_t)a.gs);
+							if (gi != fg) {
+								if (fn) atomicSub(&a.score[r * a.groups + fg], fn);
+								fg = gi;
+								fn = 0;
+							}
+							fn++;
+						}
 					}
 				}
 			}
 			zeros += tr[j] == 0;
 		}
+		if (fn) atomicSub(&a.score[r * a.groups + fg], fn);
 		if (changed) {
 			int v = 0;
 			for (int j = 4; j >= 0; j--) v = v * 3 + tr[j] + 1;
