@@ -806,7 +806,20 @@ START_TEST(test_schema_and_refusals)
 END_TEST
 
 /* ------------------------------------------------------------------------
- * GPU against CPU */
+ * GPU against CPU. The CUDA backend rounds activations to bf16 inside its
+ * ternary products (core/cuda/linear.cu), so floats are compared by relative
+ * norm (||gpu - cpu|| <= 3e-2 ||cpu||) and the votes, whose signs flip where
+ * |dW| is within the bf16 error, must agree on >= 90% of the weights. */
+
+static double rel_norm(const float *a, const float *b, size_t n)
+{
+	double num = 0.0, den = 0.0;
+	for (size_t i = 0; i < n; i++) {
+		num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+		den += (double)b[i] * b[i];
+	}
+	return sqrt(num / (den > 0.0 ? den : 1.0));
+}
 
 static void gpu_case(int dense)
 {
@@ -843,8 +856,9 @@ static void gpu_case(int dense)
 	ck_assert_int_eq(moe_desc()->forward(hg->self, &io, &err), ARB_OK);
 	float *yg = malloc(n * 4), *dxg = malloc(n * 4);
 	gpu->download(gpu, yg, y, n * 4);
-	ck_assert_int_eq(arb_test_close("gpu y", yg, r->y, n, 1e-4f, 1e-3f), 0);
-	ck_assert_msg(fabs(io.aux_loss - r->aux) <= 1e-5 * (1 + fabs(r->aux)),
+	double ey = rel_norm(yg, r->y, n);
+	ck_assert_msg(ey <= 3e-2, "gpu y: relative error %g", ey);
+	ck_assert_msg(fabs(io.aux_loss - r->aux) <= 1e-2 * (1 + fabs(r->aux)),
 		      "aux %g vs %g", io.aux_loss, r->aux);
 	run_backward(r);
 	arb_vote v = { ARB_VOTE_SIGN, 1, 1, 5, 0 };
@@ -854,15 +868,20 @@ static void gpu_case(int dense)
 	io.vote = &v;
 	ck_assert_int_eq(moe_desc()->backward(hg->self, &io, &err), ARB_OK);
 	gpu->download(gpu, dxg, dx, n * 4);
-	ck_assert_int_eq(arb_test_close("gpu dx", dxg, r->dx, n, 1e-4f, 1e-3f), 0);
-	/* votes: identical except where a float sum sits at zero */
+	double ex = rel_norm(dxg, r->dx, n);
+	ck_assert_msg(ex <= 3e-2, "gpu dx: relative error %g", ex);
+	fprintf(stderr, "moe gpu vs cpu (%s): y rel %.2e, dx rel %.2e\n",
+		dense ? "dense" : "sparse", ey, ex);
+	/* votes: identical except where |dW| is within the bf16 error */
 	for (int i = 0; i < hc->n; i++) {
 		arb_tern *a = hc->t[i], *b = hg->t[i];
 		int64_t m = a->rows * a->cols, diff = 0;
 		int8_t *ta = malloc((size_t)m);
 		gpu->download(gpu, ta, b->T_accum, (size_t)m);
 		for (int64_t q = 0; q < m; q++) diff += ta[q] != a->T_accum[q];
-		ck_assert_msg(diff * 200 <= m, "%s: %lld of %lld votes differ",
+		fprintf(stderr, "  %s: %lld of %lld votes differ\n", a->name,
+			(long long)diff, (long long)m);
+		ck_assert_msg(diff * 10 <= m, "%s: %lld of %lld votes differ",
 			      a->name, (long long)diff, (long long)m);
 		free(ta);
 	}
