@@ -57,6 +57,8 @@
 #define VOCAB 256
 #define MAX_COMPONENTS 64
 
+const arb_plugin *(*arb_model_plugin_resolver)(const char *name);
+
 typedef struct block {
 	arb_tern *n1, *q, *k, *v, *o, *dkv, *uk, *uv, *n2, *w1, *w2, *w3;
 	int ffn_plugin;       /* 1: an FFN-slot component replaces the SwiGLU */
@@ -234,8 +236,17 @@ static arb_status load_components(arb_model *m, const arb_cfg *cfg,
 						"used by [%s]", section, c->instance,
 						m->comps[k]->section);
 
-		arb_status s = arb_plugin_open(name, plugin_path, &c->lp, err);
-		if (s) return s;
+		arb_status s = ARB_OK;
+		if (arb_model_plugin_resolver) {
+			c->lp.desc = arb_model_plugin_resolver(name);
+			snprintf(c->lp.path, sizeof c->lp.path, "(in-process %s)", name);
+			if (!c->lp.desc)
+				return ARB_FAIL(err, ARB_ERR_PLUGIN,
+						"plugin '%s' not found (in-process resolver)",
+						name);
+		} else if ((s = arb_plugin_open(name, plugin_path, &c->lp, err))) {
+			return s;
+		}
 		const arb_plugin *d = c->lp.desc;
 		c->slot = d->slot;
 		if (c->slot < ARB_SLOT_FFN || c->slot > ARB_SLOT_SERVICE)
@@ -322,7 +333,7 @@ static void close_components(arb_model *m)
 {
 	for (int i = m->n_comps - 1; i >= 0; i--) {
 		arb_component *c = m->comps[i];
-		if (c->lp.desc || c->lp.dl) arb_plugin_close(&c->lp);
+		if (c->lp.dl) arb_plugin_close(&c->lp);
 		free(c->layers);
 		free(c);
 	}

@@ -47,6 +47,12 @@ struct arb_hostctx {
 	int log_level;           /* messages above this level are dropped */
 };
 
+/* Test seam (model.c): when non-NULL, plugin sections get their descriptor
+ * from this function instead of arb_plugin_open (no dlopen, none of the
+ * loader's checks). Lets tests/check_model.c run in-process components in
+ * every slot. NULL in production; never set by the core. */
+extern const arb_plugin *(*arb_model_plugin_resolver)(const char *name);
+
 /* Fill c->host for component c of ctx (host.c). */
 void arb_host_setup(arb_hostctx *ctx, arb_component *c);
 /* Free the named table (not the components). */

@@ -8,7 +8,9 @@
  *              dW = dy^T x of the tensor under test instead of voting; the
  *              same for tables through embed_forward / embed_vote.
  *              Cases: dense K/V, latent K/V (r = 4), and the moe plugin
- *              (build/plugins/moe.so, FFN slot) replacing block 1's FFN.
+ *              (build/plugins/moe.so, FFN slot) replacing block 1's FFN, and
+ *              in-process RESIDUAL / INPUT components (test seam
+ *              arb_model_plugin_resolver, core/model_internal.h).
  *   init loss  near ln 256
  *   learning   sign-vote steps on a tiny repeated text lower the loss
  *   sampling   seed-deterministic, greedy reproducible, prompt padding and
@@ -286,6 +288,127 @@ START_TEST(test_grad_moe)
 		"blk1.attn.v", "emb", "head.out2",
 	};
 	grad_case("moe in block 1", extra, names, (int)(sizeof names / sizeof names[0]));
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
+ * in-process components in the RESIDUAL and INPUT slots (through the test
+ * seam arb_model_plugin_resolver; no .so). Each adds W x to the stream it
+ * sits on (W: D x D ternary, created through host->tern_create) and keeps
+ * its input per placement for backward, where dx == dy is updated in place:
+ * dx += W^T dy. */
+
+typedef struct probe {
+	arb_backend *be;
+	arb_tern *w;
+	float *saved[4];      /* input per placement, layer -1..2 */
+	float *tmp;
+	int D;
+} probe;
+
+static const arb_conf_key probe_schema[] = {
+	{ "layers", ARB_CONF_INT_LIST, "", 0, 255, NULL, "placement" },
+	ARB_CONF_END
+};
+
+static void probe_destroy(void *self)
+{
+	probe *p = self;
+	if (!p) return;
+	for (int i = 0; i < 4; i++)
+		if (p->saved[i]) p->be->free(p->be, p->saved[i]);
+	if (p->tmp) p->be->free(p->be, p->tmp);
+	free(p);
+}
+
+static arb_status probe_create(const arb_host *h, const arb_conf *conf,
+			       const char *instance, void **self, arb_error *err)
+{
+	const arb_model_info *mi = h->model(h);
+	if (mi->n_layers > 3)
+		return h->set_error(err, ARB_ERR_PLUGIN, "probe: at most 3 layers");
+	probe *p = calloc(1, sizeof *p);
+	if (!p) return h->set_error(err, ARB_ERR_NOMEM, "probe: out of memory");
+	p->be = h->backend(h);
+	p->D = mi->d_model;
+	size_t bytes = (size_t)mi->batch * mi->ctx * mi->d_model * sizeof(float);
+	for (int i = 0; i < 4; i++) p->saved[i] = p->be->alloc(p->be, bytes);
+	p->tmp = p->be->alloc(p->be, bytes);
+	arb_tern_param tp = { sizeof tp, 0, 0, 0, -1.0, 0, 0 };
+	arb_status s = h->tern_create(h, instance, "w", mi->d_model, mi->d_model,
+				      &tp, &p->w, err);
+	if (s) {
+		probe_destroy(p);
+		return s;
+	}
+	*self = p;
+	return ARB_OK;
+}
+
+static arb_status probe_forward(void *self, arb_io *io, arb_error *err)
+{
+	probe *p = self;
+	int64_t M = (int64_t)io->B * io->T;
+	float *sv = p->saved[io->layer + 1];
+	io->be->copy(io->be, sv, io->x, (size_t)M * p->D * sizeof(float));
+	io->be->linear_forward(io->be, p->w, sv, io->y, M, 1);
+	return ARB_OK;
+}
+
+static arb_status probe_backward(void *self, arb_io *io, arb_error *err)
+{
+	probe *p = self;
+	int64_t M = (int64_t)io->B * io->T;
+	float *sv = p->saved[io->layer + 1];
+	io->be->copy(io->be, p->tmp, io->dy, (size_t)M * p->D * sizeof(float));
+	io->be->linear_vote(io->be, p->w, sv, p->tmp, M, io->vote);
+	io->be->linear_backward_x(io->be, p->w, p->tmp, io->dx, M, 1);
+	return ARB_OK;
+}
+
+static arb_plugin probe_desc(const char *name, int slot)
+{
+	arb_plugin d;
+	memset(&d, 0, sizeof d);
+	d.abi_version = ARB_ABI_VERSION;
+	d.struct_size = sizeof d;
+	d.build_sig = ARB_BUILD_SIGNATURE;
+	d.name = name;
+	d.slot = slot;
+	d.schema = probe_schema;
+	d.create = probe_create;
+	d.destroy = probe_destroy;
+	d.forward = probe_forward;
+	d.backward = probe_backward;
+	return d;
+}
+
+static const arb_plugin *probe_resolve(const char *name)
+{
+	static arb_plugin res, in;
+	res = probe_desc("probe_res", ARB_SLOT_RESIDUAL);
+	in = probe_desc("probe_in", ARB_SLOT_INPUT);
+	if (strcmp(name, "probe_res") == 0) return &res;
+	if (strcmp(name, "probe_in") == 0) return &in;
+	return NULL;
+}
+
+/* residual after block 0 ("probe_res", layers = 0), residual after the last
+ * block ("probe_res:top", default placement) and an input component */
+START_TEST(test_grad_slots)
+{
+	arb_model_plugin_resolver = probe_resolve;
+	static const char *const extra[] = {
+		"probe_res.layers=0", "probe_res:top.layers=", "probe_in.layers=",
+		NULL
+	};
+	static const char *const names[] = {
+		"probe_res.w", "top.w", "probe_in.w", "emb", "blk0.attn.q",
+		"blk1.ffn.w1", "blk1.attn.o", "head.out1",
+	};
+	grad_case("residual + input components", extra, names,
+		  (int)(sizeof names / sizeof names[0]));
+	arb_model_plugin_resolver = NULL;
 }
 END_TEST
 
@@ -767,6 +890,7 @@ Suite *suite_model(void)
 	tcase_add_test(tc, test_grad_dense);
 	tcase_add_test(tc, test_grad_latent);
 	tcase_add_test(tc, test_grad_moe);
+	tcase_add_test(tc, test_grad_slots);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("learning");
 	tcase_set_timeout(tc, 60);
