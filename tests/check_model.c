@@ -304,6 +304,7 @@ typedef struct probe {
 	float *saved[4];      /* input per placement, layer -1..2 */
 	float *tmp;
 	int D;
+	int64_t calls, steps;  /* extra (non-ternary) state, saved/loaded */
 } probe;
 
 static const arb_conf_key probe_schema[] = {
@@ -352,7 +353,41 @@ static arb_status probe_forward(void *self, arb_io *io, arb_error *err)
 	float *sv = p->saved[io->layer + 1];
 	io->be->copy(io->be, sv, io->x, (size_t)M * p->D * sizeof(float));
 	io->be->linear_forward(io->be, p->w, sv, io->y, M, 1);
+	p->calls++;
+	io->aux_loss = 0.25;   /* reported only; not part of the model loss */
 	return ARB_OK;
+}
+
+static arb_status probe_after_step(void *self, uint64_t step, arb_error *err)
+{
+	((probe *)self)->steps++;
+	return ARB_OK;
+}
+
+static arb_status probe_save(void *self, const arb_state_io *io, arb_error *err)
+{
+	probe *p = self;
+	int64_t v[2] = { p->calls, p->steps };
+	return io->write(io->ctx, "counts", v, sizeof v);
+}
+
+static arb_status probe_load(void *self, const arb_state_io *io, arb_error *err)
+{
+	probe *p = self;
+	int64_t v[2];
+	arb_status s = io->read(io->ctx, "counts", v, sizeof v);
+	if (s) return s;
+	p->calls = v[0];
+	p->steps = v[1];
+	return ARB_OK;
+}
+
+static int probe_metrics(void *self, char *buf, size_t cap)
+{
+	probe *p = self;
+	int n = snprintf(buf, cap, "calls=%lld steps=%lld", (long long)p->calls,
+			 (long long)p->steps);
+	return n < 0 ? 0 : (size_t)n < cap ? n : (int)cap - 1;
 }
 
 static arb_status probe_backward(void *self, arb_io *io, arb_error *err)
@@ -380,6 +415,10 @@ static arb_plugin probe_desc(const char *name, int slot)
 	d.destroy = probe_destroy;
 	d.forward = probe_forward;
 	d.backward = probe_backward;
+	d.after_step = probe_after_step;
+	d.save = probe_save;
+	d.load = probe_load;
+	d.metrics = probe_metrics;
 	return d;
 }
 
@@ -408,6 +447,84 @@ START_TEST(test_grad_slots)
 	};
 	grad_case("residual + input components", extra, names,
 		  (int)(sizeof names / sizeof names[0]));
+	arb_model_plugin_resolver = NULL;
+}
+END_TEST
+
+/* components' extra state, after_step and metrics through the model */
+typedef struct rec_io {
+	char names[8][64];
+	int64_t vals[8][2];
+	int n;
+} rec_io;
+
+static arb_status rec_write(void *ctx, const char *name, const void *data,
+			    size_t bytes)
+{
+	rec_io *r = ctx;
+	if (r->n == 8 || bytes != sizeof r->vals[0]) return ARB_ERR_INVALID;
+	snprintf(r->names[r->n], sizeof r->names[0], "%s", name);
+	memcpy(r->vals[r->n], data, bytes);
+	r->n++;
+	return ARB_OK;
+}
+
+static arb_status rec_read(void *ctx, const char *name, void *data, size_t bytes)
+{
+	rec_io *r = ctx;
+	for (int i = 0; i < r->n; i++)
+		if (strcmp(r->names[i], name) == 0 && bytes == sizeof r->vals[0]) {
+			memcpy(data, r->vals[i], bytes);
+			return ARB_OK;
+		}
+	return ARB_ERR_FORMAT;
+}
+
+START_TEST(test_components_extra)
+{
+	arb_model_plugin_resolver = probe_resolve;
+	arb_cfg *cfg = small_cfg("probe_res:r1.layers=1", "probe_in.layers=");
+	arb_model *m = make_model(cfg, arb_backend_cpu(), 2);
+	ck_assert_ptr_nonnull(arb_registry_find(arb_model_registry(m), "r1.w"));
+	ck_assert_ptr_nonnull(arb_registry_find(arb_model_registry(m), "probe_in.w"));
+	uint8_t bytes[2 * 27];
+	fill_text(bytes, sizeof bytes, 8);
+	arb_error err = { 0 };
+	for (uint64_t t = 0; t < 3; t++) {
+		fwd(m, bytes, 2, 1);
+		ck_assert(arb_model_backward(m, &k_vote, &err) == ARB_OK);
+		ck_assert(arb_model_step(m, t, NULL, &err) == ARB_OK);
+	}
+	char buf[256];
+	int n = arb_model_metrics(m, buf, sizeof buf);
+	ck_assert_int_eq(n, (int)strlen(buf));
+	ck_assert_str_eq(buf, "calls=3 steps=3 r1.aux_loss=0.2500 "
+			      "calls=3 steps=3 probe_in.aux_loss=0.2500");
+	/* record names are prefixed with the instance */
+	rec_io rec;
+	memset(&rec, 0, sizeof rec);
+	arb_state_io io = { &rec, rec_write, rec_read };
+	ck_assert(arb_model_save_extra(m, &io, &err) == ARB_OK);
+	ck_assert_int_eq(rec.n, 2);
+	ck_assert_str_eq(rec.names[0], "r1.counts");
+	ck_assert_str_eq(rec.names[1], "probe_in.counts");
+	ck_assert_int_eq(rec.vals[0][0], 3);
+	rec.vals[0][0] = 40;
+	rec.vals[1][1] = 50;
+	ck_assert(arb_model_load_extra(m, &io, &err) == ARB_OK);
+	arb_model_metrics(m, buf, sizeof buf);
+	ck_assert_msg(strstr(buf, "calls=40 steps=3") && strstr(buf, "calls=3 steps=50"),
+		      "%s", buf);
+	/* a missing record fails the load with the component named */
+	snprintf(rec.names[1], sizeof rec.names[1], "other.counts");
+	ck_assert_int_eq(arb_model_load_extra(m, &io, &err), ARB_ERR_FORMAT);
+	ck_assert_msg(strstr(err.msg, "probe_in") != NULL, "%s", err.msg);
+	/* a small buffer truncates cleanly */
+	n = arb_model_metrics(m, buf, 10);
+	ck_assert_int_eq(n, (int)strlen(buf));
+	ck_assert_int_lt(n, 10);
+	arb_model_free(m);
+	arb_cfg_free(cfg);
 	arb_model_plugin_resolver = NULL;
 }
 END_TEST
@@ -884,6 +1001,7 @@ Suite *suite_model(void)
 	tcase_add_test(tc, test_plugin_ffn);
 	tcase_add_test(tc, test_plugin_refusals);
 	tcase_add_test(tc, test_host_table);
+	tcase_add_test(tc, test_components_extra);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("gradients");
 	tcase_set_timeout(tc, 60);
