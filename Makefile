@@ -38,7 +38,7 @@ ifneq ($(strip $(NVCC)),)
   CUDA_ARCH   ?= -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=compute_80
   NVCC_FLAGS  := -std=c++17 -O3 $(CUDA_ARCH) -Xcompiler -fPIC,-Wall -Icore/include -Icore \
                  --expt-relaxed-constexpr -lineinfo -MMD -MP
-  CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas
+  CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
   ALL_CFLAGS  += -DARB_HAVE_CUDA=1
   $(info ✓ nvcc found ($(NVCC)): building CUDA kernels)
 else

@@ -86,6 +86,7 @@ INI_KEYS = {
     ("model", "ffn_hidden"): "ffn_hidden",
     ("model", "latent_kv"): "latent_kv",
     ("model", "pos_scale"): "pos_scale",
+    ("model", "head_hidden"): "head_hidden",
     ("train", "batch"): "batch",
     ("train", "steps"): "steps",
     ("train", "time_limit"): "time_limit",
@@ -117,6 +118,8 @@ def build_parser():
                    help="positions per sequence (each = 3 bytes)")
     g.add_argument("--ffn-hidden", dest="ffn_hidden", type=int, default=0,
                    help="SwiGLU hidden width (0 = 4 * d_model)")
+    g.add_argument("--head-hidden", dest="head_hidden", type=int, default=-1,
+                   help="ByteHead SwiGLU width (-1 = 2 * d_model, 0 = none)")
     g.add_argument("--latent-kv", dest="latent_kv", type=int, default=0,
                    help="latent KV rank (0 = plain K/V)")
     g.add_argument("--pos-scale", dest="pos_scale", type=float, default=0.5)
@@ -237,6 +240,12 @@ def ffn_width(args):
     return args.ffn_hidden if args.ffn_hidden > 0 else 4 * args.d_model
 
 
+def head_width(args):
+    """ByteHead SwiGLU width: -1 = 2 * d_model, 0 = no head FFN."""
+    h = getattr(args, "head_hidden", -1)
+    return 2 * args.d_model if h < 0 else h
+
+
 def window_bytes(ctx):
     return 3 * (ctx + 1)
 
@@ -341,8 +350,8 @@ def expected_params(args):
         "emb": 768 * D,
         "attn": L * attn,
         "ffn": L * 3 * D * F,
-        "cond": 512 * D,
-        "head": 3 * 256 * D,
+        "cond": 515 * D,
+        "head": 3 * 256 * D + 3 * D * head_width(args),
     }
 
 
@@ -520,11 +529,11 @@ def selftest():
 
     # parameter formula
     class P:
-        d_model, layers, ffn_hidden, latent_kv = 128, 2, 0, 0
+        d_model, layers, ffn_hidden, latent_kv, head_hidden = 128, 2, 0, 0, -1
     e = expected_params(P)
     check(sum(e.values()) == 768 * 128 + 2 * (4 * 128 * 128 +
                                               3 * 128 * 512) +
-          512 * 128 + 3 * 256 * 128, "param formula")
+          515 * 128 + 3 * 256 * 128 + 3 * 128 * 256, "param formula")
 
     for n in os.listdir(tmp):
         fp = os.path.join(tmp, n)
@@ -631,7 +640,11 @@ def make_model(args, torch):
             self.blocks = nn.ModuleList(
                 Block(D, a.heads, ffn_width(a), a.latent_kv)
                 for _ in range(a.layers))
-            self.cond = table(512, D)
+            # rows 256*i + c_i condition byte j on earlier bytes i < j;
+            # rows 512 + j are the per-slot rows
+            self.cond = table(515, D)
+            Hh = head_width(a)
+            self.head_ffn = SwiGLU(D, Hh) if Hh > 0 else None
             self.heads = nn.ModuleList(linear(D, 256) for _ in range(3))
 
         def forward(self, w, per_slot=False):
@@ -647,10 +660,19 @@ def make_model(args, torch):
             for blk in self.blocks:
                 x = blk(x)
             z = rmsnorm(x)
-            u1 = z + self.cond(tgt[..., 0])
-            u2 = u1 + self.cond(tgt[..., 1] + 256)
-            logits = torch.stack([h(rmsnorm(u)) for h, u in
-                                  zip(self.heads, (z, u1, u2))], dim=2)
+            slot = self.cond.weight[512:515]
+            c0 = self.cond(tgt[..., 0])
+            u0 = z + slot[0]
+            u1 = z + c0 + slot[1]
+            u2 = z + c0 + self.cond(tgt[..., 1] + 256) + slot[2]
+
+            def head_in(u):
+                a = rmsnorm(u)
+                if self.head_ffn is None:
+                    return a
+                return rmsnorm(u + self.head_ffn(a))
+            logits = torch.stack([h(head_in(u)) for h, u in
+                                  zip(self.heads, (u0, u1, u2))], dim=2)
             if per_slot:
                 ce = F.cross_entropy(logits.float().reshape(-1, 256),
                                      tgt.reshape(-1), reduction="none")
@@ -669,7 +691,7 @@ def param_groups(model):
             counts["emb"] += p.numel()
         elif name.startswith("cond."):
             counts["cond"] += p.numel()
-        elif name.startswith("heads."):
+        elif name.startswith("heads.") or name.startswith("head_ffn."):
             counts["head"] += p.numel()
         elif ".attn." in name:
             counts["attn"] += p.numel()

@@ -46,6 +46,7 @@ const arb_conf_key arb_schema_model[] = {
 	{ "ctx", ARB_CONF_INT, "64", 1, 65536, NULL, "positions per sequence (each position = 3 bytes)" },
 	{ "ffn_hidden", ARB_CONF_INT, "0", 0, 1048576, NULL, "SwiGLU hidden width (0 = 4 * d_model)" },
 	{ "latent_kv", ARB_CONF_INT, "0", 0, 16384, NULL, "MLA-style latent KV rank (0 = plain K/V projections)" },
+	{ "head_hidden", ARB_CONF_INT, "-1", -1, 1048576, NULL, "ByteHead SwiGLU width shared by the 3 byte slots (-1 = 2 * d_model, 0 = none)" },
 	{ "group_size", ARB_CONF_INT, "32", 4, 128, NULL, "weights per int8 exponent along the input dimension" },
 	{ "zero_frac", ARB_CONF_FLOAT, "0.3333333333", 0, 0.95, NULL, "fraction of zero trits at init" },
 	{ "pos_scale", ARB_CONF_FLOAT, "0.5", 0, 10, NULL, "scale of the fixed sinusoidal position signal" },
