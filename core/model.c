@@ -721,6 +721,8 @@ static void head_forward_j(arb_model *m, const float *z, int64_t M, int j)
 arb_status arb_model_forward(arb_model *m, const uint8_t *bytes, int B,
 			     int training, double *loss, arb_error *err)
 {
+	if (!bytes || !loss)
+		return ARB_FAIL(err, ARB_ERR_INVALID, "forward: NULL bytes or loss");
 	if (B < 1 || B > m->Bmax)
 		return ARB_FAIL(err, ARB_ERR_INVALID,
 				"forward: batch %d outside 1..%d (the batch the model "
@@ -931,8 +933,9 @@ arb_status arb_model_sample(arb_model *m, const uint8_t *prompt, size_t n,
 			    uint64_t seed, uint8_t *out, size_t *out_len,
 			    arb_error *err)
 {
-	if (n && !prompt)
-		return ARB_FAIL(err, ARB_ERR_INVALID, "sample: NULL prompt");
+	if ((n && !prompt) || !out || !out_len)
+		return ARB_FAIL(err, ARB_ERR_INVALID,
+				"sample: NULL prompt, output buffer or length");
 	if (!(temperature >= 0) || !isfinite(temperature))
 		return ARB_FAIL(err, ARB_ERR_INVALID,
 				"sample: temperature %g must be >= 0", temperature);
