@@ -21,14 +21,26 @@
  *   blk<l>.attn.q/k/v/o   D x D          (latent_kv = 0)
  *   blk<l>.attn.dkv  r x D, .uk/.uv  D x r   (latent_kv = r > 0; no k/v)
  *   blk<l>.ffn.w1/w3 F x D, .w2 D x F   (absent where an FFN plugin runs)
- *   norm_f, head.norm 1 x D frozen gains
- *   head.cond        512 x D table, row 256*i + c_i (fan_in 2: u_2 adds two)
+ *   norm_f, head.norm, head.norm2   1 x D frozen gains
+ *   head.cond        515 x D table: row 256*i + c_i conditions later bytes
+ *                    on byte i of the target trigram; row 512 + j is slot
+ *                    j's own row (fan_in 2: E0 = 0)
+ *   head.ffn.w1/w3   Hh x D, head.ffn.w2 D x Hh: the ByteHead SwiGLU shared
+ *                    by the three slots (Hh = [model] head_hidden; -1 means
+ *                    2*D, 0 means none and no such tensors)
  *   head.out0..2     256 x D; fan_in 4*D so that initial logits are quiet
  *                    (std ~0.6) and the initial loss sits near ln 256.
  * Positions: a constant sinusoid table [ctx, D] (not trainable, not state)
  * added with add_rows(alpha = pos_scale):
  *   pos[p][2i] = sin(p / 10000^(2i/D)), pos[p][2i+1] = cos(same).
  *
+ * ByteHead (bench/float_ref.py mirrors it):
+ *   u_0 = z + Cond[512]
+ *   u_1 = z + Cond[c_0] + Cond[513]
+ *   u_2 = z + Cond[c_0] + Cond[256 + c_1] + Cond[514]
+ *   a_j = nh(u_j); h_j = nh2(u_j + W2 (silu(W1 a_j) * W3 a_j)) (h_j = a_j
+ *   when Hh = 0); logits_j = Head_j h_j. The three slots are stacked as
+ *   3M rows (slot-major) so the shared norm and SwiGLU run (and vote) once.
  * Loss: mean cross-entropy (nats) over B*T*3 bytes; cross_entropy's
  * gradient (grad_scale 1/(3M)) is computed during a training forward and
  * kept for backward.
@@ -80,10 +92,11 @@ struct arb_model {
 	arb_registry reg;
 	arb_sched_cfg sched;
 	arb_model_info info;
-	int D, L, H, hd, T, F, r, Bmax;
+	int D, L, H, hd, T, F, r, Hh, Bmax;
 	double pos_scale;
 
-	arb_tern *emb, *norm_f, *hnorm, *cond, *out[3];
+	arb_tern *emb, *norm_f, *hnorm, *hnorm2, *cond, *out[3];
+	arb_tern *hw1, *hw2, *hw3;   /* head SwiGLU (NULL when Hh = 0) */
 	block *blk;
 
 	/* activations */
@@ -91,17 +104,29 @@ struct arb_model {
 	float **xs;           /* residual stream before block l: L+1 x [M, D] */
 	float *z;             /* nf(x_L)  [M, D] */
 	float *rstdf;         /* [M] */
-	float *u[3], *nh[3], *rstdh[3];  /* head: [M, D], [M, D], [M] */
+	/* head, slot-major 3M rows: rows j*M .. j*M+M-1 are slot j */
+	float *hu;            /* u            [3M, D] */
+	float *ha;            /* nh(u)        [3M, D] */
+	float *hrstd1;        /* [3M] */
+	float *hf1, *hf3, *hg;/* W1 a, W3 a, silu(.)*(.)   [3M, Hh] */
+	float *hv;            /* u + W2 g     [3M, D] */
+	float *hb;            /* nh2(v)       [3M, D] */
+	float *hrstd2;        /* [3M] */
+	float *hin;           /* head input: hb, or ha when Hh = 0 */
 	float *logits[3];     /* [M, 256] */
 	float *dlogits[3];    /* [M, 256] kept from a training forward */
 	float *lossrow;       /* [M] */
 	int32_t *eidx;        /* [3M] embedding rows  (slot-major) */
 	int32_t *tidx;        /* [3M] targets          (slot-major) */
-	int32_t *cidx;        /* [3M] cond rows: c0 | c0 | 256 + c1 */
+	int32_t *cidx;        /* [6M] cond rows, 6 segments of M:
+				 512 | c0, 513 | c0, 256 + c1, 514 */
 	int32_t *bytes32;     /* [B, 3T] input bytes for components */
 	/* gradient scratch */
 	float *dres, *dn, *datt, *dq, *dk, *dv, *dc, *dg, *dh1, *dh3;
-	float *du;            /* [4M, D]: du0 | du1 | du2 | du2 (copy) */
+	float *du;            /* [3M, D] gradient of u */
+	float *dcond;         /* [6M, D]: du0 | du1 | du1 | du2 | du2 | du2 */
+	float *dhb, *dhv, *dha;          /* [3M, D] */
+	float *dhf1, *dhf3, *dhg;        /* [3M, Hh] */
 	float *demb;          /* [3M, D] */
 	/* host scratch */
 	int32_t *h_idx;       /* 3M */
@@ -394,17 +419,34 @@ static arb_status alloc_acts(arb_model *m, arb_error *err)
 	}
 	m->z = balloc(m, M * D * f, &fail);
 	m->rstdf = balloc(m, M * f, &fail);
+	size_t Hh = (size_t)m->Hh;
+	m->hu = balloc(m, 3 * M * D * f, &fail);
+	m->ha = balloc(m, 3 * M * D * f, &fail);
+	m->hrstd1 = balloc(m, 3 * M * f, &fail);
+	if (Hh) {
+		m->hf1 = balloc(m, 3 * M * Hh * f, &fail);
+		m->hf3 = balloc(m, 3 * M * Hh * f, &fail);
+		m->hg = balloc(m, 3 * M * Hh * f, &fail);
+		m->hv = balloc(m, 3 * M * D * f, &fail);
+		m->hb = balloc(m, 3 * M * D * f, &fail);
+		m->hrstd2 = balloc(m, 3 * M * f, &fail);
+		m->dhv = balloc(m, 3 * M * D * f, &fail);
+		m->dha = balloc(m, 3 * M * D * f, &fail);
+		m->dhf1 = balloc(m, 3 * M * Hh * f, &fail);
+		m->dhf3 = balloc(m, 3 * M * Hh * f, &fail);
+		m->dhg = balloc(m, 3 * M * Hh * f, &fail);
+	}
+	m->hin = Hh ? m->hb : m->ha;
+	m->dhb = balloc(m, 3 * M * D * f, &fail);
+	m->dcond = balloc(m, 6 * M * D * f, &fail);
 	for (int j = 0; j < 3; j++) {
-		m->u[j] = balloc(m, M * D * f, &fail);
-		m->nh[j] = balloc(m, M * D * f, &fail);
-		m->rstdh[j] = balloc(m, M * f, &fail);
 		m->logits[j] = balloc(m, M * VOCAB * f, &fail);
 		m->dlogits[j] = balloc(m, M * VOCAB * f, &fail);
 	}
 	m->lossrow = balloc(m, M * f, &fail);
 	m->eidx = balloc(m, 3 * M * sizeof(int32_t), &fail);
 	m->tidx = balloc(m, 3 * M * sizeof(int32_t), &fail);
-	m->cidx = balloc(m, 3 * M * sizeof(int32_t), &fail);
+	m->cidx = balloc(m, 6 * M * sizeof(int32_t), &fail);
 	m->bytes32 = balloc(m, 3 * M * sizeof(int32_t), &fail);
 	m->dres = balloc(m, M * D * f, &fail);
 	m->dn = balloc(m, M * D * f, &fail);
@@ -416,9 +458,9 @@ static arb_status alloc_acts(arb_model *m, arb_error *err)
 	m->dg = balloc(m, M * F * f, &fail);
 	m->dh1 = balloc(m, M * F * f, &fail);
 	m->dh3 = balloc(m, M * F * f, &fail);
-	m->du = balloc(m, 4 * M * D * f, &fail);
+	m->du = balloc(m, 3 * M * D * f, &fail);
 	m->demb = balloc(m, 3 * M * D * f, &fail);
-	m->h_idx = calloc(3 * M, sizeof(int32_t));
+	m->h_idx = calloc(6 * M, sizeof(int32_t));
 	m->h_bytes = calloc(3 * M, sizeof(int32_t));
 	m->h_logits = calloc(VOCAB, sizeof(float));
 	if (fail || !m->h_idx || !m->h_bytes || !m->h_logits)
@@ -455,10 +497,11 @@ static void free_acts(arb_model *m)
 	}
 	bfree(m, m->z);
 	bfree(m, m->rstdf);
+	float *h[] = { m->hu, m->ha, m->hrstd1, m->hf1, m->hf3, m->hg, m->hv,
+		       m->hb, m->hrstd2, m->dcond, m->dhb, m->dhv, m->dha, m->dhf1,
+		       m->dhf3, m->dhg };
+	for (size_t i = 0; i < sizeof h / sizeof h[0]; i++) bfree(m, h[i]);
 	for (int j = 0; j < 3; j++) {
-		bfree(m, m->u[j]);
-		bfree(m, m->nh[j]);
-		bfree(m, m->rstdh[j]);
 		bfree(m, m->logits[j]);
 		bfree(m, m->dlogits[j]);
 	}
@@ -509,8 +552,15 @@ static arb_status create_trunk(arb_model *m, arb_error *err)
 #undef MK
 	}
 	if ((s = mk_gain(m, "norm_f", &m->norm_f, err))) return s;
-	if ((s = mk(m, "head.cond", 2 * VOCAB, D, 2, &m->cond, err))) return s;
+	if ((s = mk(m, "head.cond", 2 * VOCAB + 3, D, 2, &m->cond, err))) return s;
 	if ((s = mk_gain(m, "head.norm", &m->hnorm, err))) return s;
+	if (m->Hh) {
+		int Hh = m->Hh;
+		if ((s = mk(m, "head.ffn.w1", Hh, D, D, &m->hw1, err))) return s;
+		if ((s = mk(m, "head.ffn.w3", Hh, D, D, &m->hw3, err))) return s;
+		if ((s = mk(m, "head.ffn.w2", D, Hh, Hh, &m->hw2, err))) return s;
+		if ((s = mk_gain(m, "head.norm2", &m->hnorm2, err))) return s;
+	}
 	for (int j = 0; j < 3; j++) {
 		snprintf(nm, sizeof nm, "head.out%d", j);
 		if ((s = mk(m, nm, VOCAB, D, 4 * (int64_t)D, &m->out[j], err)))
@@ -554,6 +604,8 @@ arb_status arb_model_create(arb_model **out, const arb_cfg *cfg,
 	}
 	m->hd = m->D / m->H;
 	m->F = ffn > 0 ? (int)ffn : 4 * m->D;
+	int64_t hh = arb_conf_int(mc, "head_hidden");
+	m->Hh = hh < 0 ? 2 * m->D : (int)hh;
 	if (m->r < 0 || m->r > m->D) {
 		s = ARB_FAIL(err, ARB_ERR_CONFIG,
 			     "[model] latent_kv = %d must be in 0..d_model (%d)",
@@ -701,21 +753,37 @@ static arb_status trunk_forward(arb_model *m, const uint8_t *bytes,
 	return ARB_OK;
 }
 
-/* head for byte slot j over M rows of z: u_j = z + cond rows, logits_j.
- * cidx holds c0 | c0 | 256 + c1 with stride M. */
-static void head_forward_j(arb_model *m, const float *z, int64_t M, int j)
+/* ByteHead for slots j0..j1-1 over M rows of z (slot j's rows at j*M of
+ * every head buffer). cidx holds its 6 segments of M rows (see struct). */
+static void head_forward(arb_model *m, const float *z, int64_t M, int j0,
+			 int j1)
 {
 	arb_backend *be = m->be;
-	int D = m->D;
-	be->copy(be, m->u[j], z, M * D * sizeof(float));
-	if (j == 1)
-		be->embed_forward(be, m->cond, m->cidx, M, m->u[1], 1);
-	if (j == 2) {
-		be->embed_forward(be, m->cond, m->cidx + M, M, m->u[2], 1);
-		be->embed_forward(be, m->cond, m->cidx + 2 * M, M, m->u[2], 1);
+	int D = m->D, Hh = m->Hh;
+	size_t MD = (size_t)M * D, f = sizeof(float);
+	static const int seg0[3] = { 0, 1, 3 };   /* first cidx segment of slot j */
+	for (int j = j0; j < j1; j++) {
+		float *u = m->hu + j * MD;
+		be->copy(be, u, z, MD * f);
+		for (int k = 0; k <= j; k++)        /* slot j adds j + 1 rows */
+			be->embed_forward(be, m->cond, m->cidx + (seg0[j] + k) * M, M,
+					  u, 1);
 	}
-	be->rmsnorm_forward(be, m->hnorm, m->u[j], m->nh[j], m->rstdh[j], M, D);
-	be->linear_forward(be, m->out[j], m->nh[j], m->logits[j], M, 0);
+	int64_t R = (int64_t)(j1 - j0) * M;        /* rows of these slots */
+	size_t o = (size_t)j0 * MD, oh = (size_t)j0 * M * Hh;
+	be->rmsnorm_forward(be, m->hnorm, m->hu + o, m->ha + o,
+			    m->hrstd1 + (size_t)j0 * M, R, D);
+	if (Hh) {
+		be->linear_forward(be, m->hw1, m->ha + o, m->hf1 + oh, R, 0);
+		be->linear_forward(be, m->hw3, m->ha + o, m->hf3 + oh, R, 0);
+		be->swiglu_forward(be, m->hf1 + oh, m->hf3 + oh, m->hg + oh, R * Hh);
+		be->copy(be, m->hv + o, m->hu + o, (size_t)R * D * f);
+		be->linear_forward(be, m->hw2, m->hg + oh, m->hv + o, R, 1);
+		be->rmsnorm_forward(be, m->hnorm2, m->hv + o, m->hb + o,
+				    m->hrstd2 + (size_t)j0 * M, R, D);
+	}
+	for (int j = j0; j < j1; j++)
+		be->linear_forward(be, m->out[j], m->hin + j * MD, m->logits[j], M, 0);
 }
 
 arb_status arb_model_forward(arb_model *m, const uint8_t *bytes, int B,
@@ -742,17 +810,20 @@ arb_status arb_model_forward(arb_model *m, const uint8_t *bytes, int B,
 				tg[j * M + (int64_t)b * T + p] =
 					bytes[(size_t)b * S + 3 * (p + 1) + j];
 	be->upload(be, m->tidx, tg, 3 * M * sizeof(int32_t));
-	for (int64_t i = 0; i < M; i++) {
+	for (int64_t i = 0; i < M; i++) {          /* in place: read first */
 		int c0 = tg[i], c1 = tg[M + i];
-		tg[i] = c0;
+		tg[i] = 2 * VOCAB;
 		tg[M + i] = c0;
-		tg[2 * M + i] = VOCAB + c1;
+		tg[2 * M + i] = 2 * VOCAB + 1;
+		tg[3 * M + i] = c0;
+		tg[4 * M + i] = VOCAB + c1;
+		tg[5 * M + i] = 2 * VOCAB + 2;
 	}
-	be->upload(be, m->cidx, tg, 3 * M * sizeof(int32_t));
+	be->upload(be, m->cidx, tg, 6 * M * sizeof(int32_t));
+	head_forward(m, m->z, M, 0, 3);
 	double total = 0;
 	float gs = (float)(1.0 / (3.0 * (double)M));
 	for (int j = 0; j < 3; j++) {
-		head_forward_j(m, m->z, M, j);
 		be->cross_entropy(be, m->logits[j], m->tidx + j * M, M, VOCAB,
 				  m->lossrow, training ? m->dlogits[j] : NULL, gs);
 		total += be->sum(be, m->lossrow, M);
@@ -783,19 +854,43 @@ arb_status arb_model_backward(arb_model *m, const arb_vote *v, arb_error *err)
 	arb_status s;
 	m->fwd_training = 0;   /* one backward per training forward */
 
-	/* head: du_j = nh_j^T-backward of Head_j, through the head norm */
-	float *du[4];
-	for (int j = 0; j < 4; j++) du[j] = m->du + (size_t)j * M * D;
+	/* ByteHead over the 3M stacked slot rows */
+	int Hh = m->Hh;
+	int64_t R = 3 * M;
+	size_t f = sizeof(float);
+	float *du[3];
 	for (int j = 0; j < 3; j++) {
-		be->linear_backward_x(be, m->out[j], m->dlogits[j], m->dn, M, 0);
-		be->linear_vote(be, m->out[j], m->nh[j], m->dlogits[j], M, v);
-		be->rmsnorm_backward(be, m->hnorm, m->u[j], m->rstdh[j], m->dn,
-				     du[j], M, D, 0);
+		du[j] = m->du + (size_t)j * M * D;
+		be->linear_backward_x(be, m->out[j], m->dlogits[j],
+				      m->dhb + (size_t)j * M * D, M, 0);
+		be->linear_vote(be, m->out[j], m->hin + (size_t)j * M * D,
+				m->dlogits[j], M, v);
 	}
-	/* cond table: rows c0 (from u1 and u2) and 256 + c1 (from u2): one
-	 * vote call over [du1 | du2 | du2] so duplicates are summed first */
-	be->copy(be, du[3], du[2], MD);
-	be->embed_vote(be, m->cond, m->cidx, 3 * M, du[1], v);
+	if (Hh) {
+		/* h = nh2(v), v = u + W2 g, g = silu(W1 a) * W3 a, a = nh(u) */
+		be->rmsnorm_backward(be, m->hnorm2, m->hv, m->hrstd2, m->dhb, m->dhv,
+				     R, D, 0);
+		be->linear_backward_x(be, m->hw2, m->dhv, m->dhg, R, 0);
+		be->linear_vote(be, m->hw2, m->hg, m->dhv, R, v);
+		be->swiglu_backward(be, m->hf1, m->hf3, m->dhg, m->dhf1, m->dhf3,
+				    R * Hh);
+		be->linear_backward_x(be, m->hw1, m->dhf1, m->dha, R, 0);
+		be->linear_backward_x(be, m->hw3, m->dhf3, m->dha, R, 1);
+		be->linear_vote(be, m->hw1, m->ha, m->dhf1, R, v);
+		be->linear_vote(be, m->hw3, m->ha, m->dhf3, R, v);
+		be->copy(be, m->du, m->dhv, (size_t)R * D * f);
+		be->rmsnorm_backward(be, m->hnorm, m->hu, m->hrstd1, m->dha, m->du,
+				     R, D, 1);
+	} else {
+		be->rmsnorm_backward(be, m->hnorm, m->hu, m->hrstd1, m->dhb, m->du,
+				     R, D, 0);
+	}
+	/* cond table: one vote call over the 6 segments of cidx against
+	 * [du0 | du1 | du1 | du2 | du2 | du2], so duplicates sum first */
+	static const int seg_slot[6] = { 0, 1, 1, 2, 2, 2 };
+	for (int k = 0; k < 6; k++)
+		be->copy(be, m->dcond + (size_t)k * M * D, du[seg_slot[k]], MD);
+	be->embed_vote(be, m->cond, m->cidx, 6 * M, m->dcond, v);
 	/* dz = du0 + du1 + du2 */
 	be->axpy(be, du[0], du[1], 1.0f, M * D);
 	be->axpy(be, du[0], du[2], 1.0f, M * D);
@@ -953,7 +1048,7 @@ arb_status arb_model_sample(arb_model *m, const uint8_t *prompt, size_t n,
 	uint64_t stream = arb_rng_stream(0, 0, ARB_RNG_SAMPLE);
 	uint64_t draw = 0;
 	size_t produced = 0;
-	int32_t cidx[3];
+	int32_t cidx[6];
 	while (produced < gen) {
 		size_t ntri = len / 3;
 		int T = ntri < (size_t)m->T ? (int)ntri : m->T;
@@ -961,18 +1056,17 @@ arb_status arb_model_sample(arb_model *m, const uint8_t *prompt, size_t n,
 		arb_status s = trunk_forward(m, win, 3 * (size_t)T, 1, T, 0, err);
 		if (s) return s;
 		const float *zl = m->z + (size_t)(T - 1) * m->D;
-		int c[3];
+		int c[3] = { 0, 0, 0 };
 		for (int j = 0; j < 3; j++) {
-			if (j == 1) {
-				cidx[0] = c[0];
-				be->upload(be, m->cidx, cidx, sizeof(int32_t));
-			} else if (j == 2) {
-				cidx[0] = c[0];
-				cidx[1] = c[0];
-				cidx[2] = VOCAB + c[1];
-				be->upload(be, m->cidx, cidx, 3 * sizeof(int32_t));
-			}
-			head_forward_j(m, zl, 1, j);
+			/* the 6 cond segments for one row (M = 1) */
+			cidx[0] = 2 * VOCAB;
+			cidx[1] = c[0];
+			cidx[2] = 2 * VOCAB + 1;
+			cidx[3] = c[0];
+			cidx[4] = VOCAB + c[1];
+			cidx[5] = 2 * VOCAB + 2;
+			be->upload(be, m->cidx, cidx, sizeof cidx);
+			head_forward(m, zl, 1, j, j + 1);
 			be->download(be, m->h_logits, m->logits[j],
 				     VOCAB * sizeof(float));
 			double u = arb_rng_unit(seed, stream, draw++);

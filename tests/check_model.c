@@ -254,8 +254,9 @@ START_TEST(test_grad_dense)
 		"blk0.attn.q", "blk0.attn.k", "blk1.attn.v", "blk1.attn.o",
 		"blk0.ffn.w1", "blk1.ffn.w2", "blk0.ffn.w3", "blk1.attn.q",
 		"head.out0", "head.out1", "head.out2", "emb", "head.cond",
+		"head.ffn.w1", "head.ffn.w2", "head.ffn.w3",
 	};
-	grad_case("dense K/V", NULL, names, (int)(sizeof names / sizeof names[0]));
+	grad_case("dense K/V, head SwiGLU", NULL, names, (int)(sizeof names / sizeof names[0]));
 }
 END_TEST
 
@@ -263,10 +264,11 @@ START_TEST(test_grad_latent)
 {
 	static const char *const names[] = {
 		"blk0.attn.dkv", "blk0.attn.uk", "blk1.attn.uv", "blk1.attn.dkv",
-		"blk0.attn.q", "blk1.ffn.w2",
+		"blk0.attn.q", "blk1.ffn.w2", "head.cond", "head.out1",
 	};
-	static const char *const extra[] = { "model.latent_kv=4", NULL };
-	grad_case("latent_kv 4", extra, names, (int)(sizeof names / sizeof names[0]));
+	static const char *const extra[] = { "model.latent_kv=4",
+					     "model.head_hidden=0", NULL };
+	grad_case("latent_kv 4, no head SwiGLU", extra, names, (int)(sizeof names / sizeof names[0]));
 }
 END_TEST
 
@@ -543,8 +545,10 @@ START_TEST(test_structure)
 		{ "blk0.attn.uk", 32, 4, 0 }, { "blk1.attn.uv", 32, 4, 0 },
 		{ "blk1.attn.o", 32, 32, 0 }, { "blk1.ffn.w1", 40, 32, 0 },
 		{ "blk1.ffn.w2", 32, 40, 0 }, { "norm_f", 1, 32, 1 },
-		{ "head.cond", 512, 32, 0 }, { "head.norm", 1, 32, 1 },
-		{ "head.out2", 256, 32, 0 },
+		{ "head.cond", 515, 32, 0 }, { "head.norm", 1, 32, 1 },
+		{ "head.out2", 256, 32, 0 }, { "head.ffn.w1", 64, 32, 0 },
+		{ "head.ffn.w3", 64, 32, 0 }, { "head.ffn.w2", 32, 64, 0 },
+		{ "head.norm2", 1, 32, 1 },
 	};
 	for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
 		arb_tern *t = arb_registry_find(r, want[i].name);
@@ -560,12 +564,22 @@ START_TEST(test_structure)
 	arb_tern_row_weights(g, 0, row);
 	for (int i = 0; i < 32; i++) ck_assert_float_eq(row[i], 1.0f);
 	/* 2 x (norm1, q, dkv, uk, uv, o, norm2, w1, w3, w2) + emb, norm_f,
-	 * cond, head norm, 3 outputs */
-	ck_assert_int_eq(r->n, 2 * 10 + 7);
+	 * cond, head norm, head SwiGLU (w1, w3, w2, norm2; width 2 D by
+	 * default), 3 outputs */
+	ck_assert_int_eq(r->n, 2 * 10 + 11);
 	const arb_model_info *mi = arb_model_info_of(m);
 	ck_assert_int_eq(mi->d_model, 32);
 	ck_assert_int_eq(mi->ctx, 8);
 	ck_assert_int_eq(mi->batch, 2);
+	arb_model_free(m);
+	arb_cfg_free(cfg);
+	/* head_hidden = 0: no head SwiGLU */
+	cfg = small_cfg("model.head_hidden=0", NULL);
+	m = make_model(cfg, arb_backend_cpu(), 2);
+	r = arb_model_registry(m);
+	ck_assert_ptr_null(arb_registry_find(r, "head.ffn.w1"));
+	ck_assert_ptr_null(arb_registry_find(r, "head.norm2"));
+	ck_assert_int_eq(r->n, 2 * 9 + 7);
 	arb_model_free(m);
 	arb_cfg_free(cfg);
 }
