@@ -180,6 +180,17 @@ static arb_status open_metrics(const char *dir, int64_t keep_step, FILE **out,
 	return ARB_OK;
 }
 
+/* a quoted CSV field (quotes doubled) and the end of the row */
+static void csv_text(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		if (*s == '"') fputc('"', f);
+		if (*s != '\n' && *s != '\r') fputc(*s, f);
+	}
+	fputs("\"\n", f);
+}
+
 static void csv_num(FILE *f, double v, int have)
 {
 	if (have && isfinite(v)) fprintf(f, ",%.6g", v);
@@ -342,7 +353,8 @@ arb_status arb_train(const arb_cfg *cfg, arb_backend *be, int *exit_code,
 			csv_num(csv, tl / M_LN2, win_ok > 0);
 			csv_num(csv, vloss, do_eval);
 			csv_num(csv, vloss / M_LN2, do_eval);
-			fprintf(csv, ",%.1f,%.1f,\"%s\"\n", fl, bps, mbuf);
+			fprintf(csv, ",%.1f,%.1f,", fl, bps);
+			csv_text(csv, mbuf);
 			fflush(csv);
 			win_t0 = now;
 			win_loss = win_flips = 0;
