@@ -271,6 +271,47 @@ START_TEST(test_exact_resume)
 }
 END_TEST
 
+/* the same with a plugin component (moe in the FFN slot): its tensors are
+ * registry tensors, its extra state goes through arb_model_save_extra */
+START_TEST(test_exact_resume_plugin)
+{
+	fixture fx;
+	fixture_init(&fx);
+	char pp[300];
+	snprintf(pp, sizeof pp, "run.plugin_path=%s", arb_test_build_path("plugins"));
+	char so[300];
+	snprintf(so, sizeof so, "%s/moe.so", arb_test_build_path("plugins"));
+	struct stat sb;
+	ck_assert_msg(stat(so, &sb) == 0, "%s is not built (make builds every plugin "
+		      "before the tests)", so);
+	train_ok(tiny_cfg(&fx, "pa", 8, pp, "moe.experts=4"));
+	train_ok(tiny_cfg(&fx, "pb", 4, pp, "moe.experts=4"));
+	train_ok(tiny_cfg(&fx, "pb", 8, pp, "moe.experts=4"));
+	char pa[256], pb[256];
+	snprintf(pa, sizeof pa, "%s/pa/final", fx.dir);
+	snprintf(pb, sizeof pb, "%s/pb/final", fx.dir);
+	int n = 0, moe = 0;
+	int d = state_diff(pa, pb, &n);
+	ck_assert_msg(d == 0, "%d of %d state records differ after resume", d, n);
+	arb_ckpt c;
+	arb_error err = { 0 };
+	ck_assert_msg(arb_ckpt_open(&c, pa, &err) == ARB_OK, "%s", err.msg);
+	for (int i = 0; i < c.n; i++)
+		if (strstr(c.recs[i].name, "moe")) moe++;
+	arb_ckpt_close(&c);
+	ck_assert_msg(moe > 0, "no moe records in the checkpoint");
+	/* a checkpoint with the plugin does not load into a model without it */
+	arb_cfg *plain = tiny_cfg(&fx, "pc", 8, NULL, NULL);
+	arb_model *m = NULL;
+	ck_assert_int_eq(arb_model_create(&m, plain, arb_backend_cpu(), 4, &err), ARB_OK);
+	ck_assert_int_eq(arb_ckpt_load(m, pa, NULL, &err), ARB_ERR_FORMAT);
+	ck_assert_msg(strstr(err.msg, pa) != NULL, "%s", err.msg);
+	arb_model_free(m);
+	arb_cfg_free(plain);
+	fixture_done(&fx);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------------
  * corrupt files are refused */
 static void expect_refused(const char *path, const char *what)
@@ -538,6 +579,7 @@ Suite *suite_train(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_data);
 	tcase_add_test(tc, test_exact_resume);
+	tcase_add_test(tc, test_exact_resume_plugin);
 	tcase_add_test(tc, test_corrupt_refused);
 	tcase_add_test(tc, test_roundtrip_version);
 	tcase_add_test(tc, test_nan_skips_update);
