@@ -842,6 +842,17 @@ END_TEST
 /* ------------------------------------------------------------------------
  * GPU against CPU */
 
+static double gpu_rel_norm(const float *a, const float *b, size_t n)
+{
+	double num = 0, den = 0;
+	for (size_t i = 0; i < n; i++) {
+		double d = (double)a[i] - (double)b[i];
+		num += d * d;
+		den += (double)b[i] * b[i];
+	}
+	return sqrt(num / (den > 0 ? den : 1e-30));
+}
+
 START_TEST(test_gpu_vs_cpu)
 {
 	arb_error err = { 0 };
@@ -889,8 +900,11 @@ START_TEST(test_gpu_vs_cpu)
 		ck_assert_int_eq(graph_desc()->backward(hg->self, &io, &err), ARB_OK);
 		gpu->download(gpu, yg, dY, n * 4);
 		gpu->download(gpu, dxg, dDX, n * 4);
-		ck_assert_int_eq(arb_test_close("gpu y", yg, y, n, 1e-4f, 1e-3f), 0);
-		ck_assert_int_eq(arb_test_close("gpu dx", dxg, dx, n, 1e-4f, 1e-3f), 0);
+		/* the CUDA linear ops round their operands to bf16 (see
+		 * tests/check_gpu.c), so floats agree in relative norm */
+		double ey = gpu_rel_norm(yg, y, n), ex = gpu_rel_norm(dxg, dx, n);
+		ck_assert_msg(ey < 2e-2, "gpu y: relative norm error %g", ey);
+		ck_assert_msg(ex < 2e-2, "gpu dx: relative norm error %g", ex);
 		th_step(hc, (uint64_t)s + 1);
 		th_step(hg, (uint64_t)s + 1);
 	}
