@@ -228,7 +228,6 @@ arb_status arb_train(const arb_cfg *cfg, arb_backend *be, int *exit_code,
 
 	if (!*dir)
 		return ARB_FAIL(err, ARB_ERR_CONFIG, "[run] dir: must not be empty");
-	if ((s = arb_mkdirs(dir, err))) return s;
 	int have_latest = exists(dir, "latest");
 	if (!resume && (have_latest || exists(dir, "best") || exists(dir, "final")))
 		return ARB_FAIL(err, ARB_ERR_INVALID,
@@ -244,6 +243,9 @@ arb_status arb_train(const arb_cfg *cfg, arb_backend *be, int *exit_code,
 
 	if ((s = arb_data_load(&data, dsec, ctx, err))) return s;
 	if ((s = arb_model_create(&m, cfg, be, B, err))) goto out;
+	/* the run directory is made only once the data and the model are
+	 * known to be good */
+	if ((s = arb_mkdirs(dir, err))) goto out;
 	const arb_sched_cfg *sc = arb_model_sched(m);
 	arb_registry *reg = arb_model_registry(m);
 

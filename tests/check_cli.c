@@ -322,13 +322,23 @@ START_TEST(test_sigterm_saves_latest)
 }
 END_TEST
 
-START_TEST(test_device_unusable)
+START_TEST(test_runtime_errors)
 {
 	char cfg[256];
 	write_tiny(cfg, sizeof cfg, "g", 2);
-	if (arb_test_gpu_available()) return; /* only meaningful without a GPU */
 	char *out;
-	int rc = run(&out, NULL, "-c %s --set run.device=cuda 2>&1", cfg);
+	/* a missing data file: exit 1, one line naming it, no run directory */
+	int rc = run(&out, NULL, "-c %s --set data.path=%s/absent.txt 2>&1", cfg, tdir);
+	ck_assert_msg(rc == 1 && strncmp(out, "arbcore: ", 9) == 0 &&
+		      strstr(out, "absent.txt") && count_lines(out) == 1, "%d %.400s",
+		      rc, out);
+	free(out);
+	struct stat sb;
+	char rd[256];
+	snprintf(rd, sizeof rd, "%s/g", tdir);
+	ck_assert_msg(stat(rd, &sb) != 0, "run directory made for a failed run");
+	if (arb_test_gpu_available()) return; /* only meaningful without a GPU */
+	rc = run(&out, NULL, "-c %s --set run.device=cuda 2>&1", cfg);
 	ck_assert_msg(rc == 1 && strncmp(out, "arbcore: ", 9) == 0 &&
 		      strstr(out, "CUDA") && count_lines(out) == 1, "%d %.400s", rc, out);
 	free(out);
@@ -345,7 +355,7 @@ Suite *suite_cli(void)
 	tcase_add_test(tc, test_dump_config_reparses);
 	tcase_add_test(tc, test_train_sample_audit);
 	tcase_add_test(tc, test_sigterm_saves_latest);
-	tcase_add_test(tc, test_device_unusable);
+	tcase_add_test(tc, test_runtime_errors);
 	suite_add_tcase(s, tc);
 	return s;
 }
