@@ -312,6 +312,47 @@ START_TEST(test_exact_resume_plugin)
 }
 END_TEST
 
+/* On CUDA: 2N == N + resume + N record for record, and a checkpoint written
+ * from device memory loads into a CPU model and saves back unchanged. */
+START_TEST(test_exact_resume_gpu)
+{
+	fixture fx;
+	fixture_init(&fx);
+	arb_error err = { 0 };
+	arb_backend *gpu = arb_backend_cuda(&err);
+	ck_assert_msg(gpu != NULL, "%s", err.msg);
+	const char *runs[3] = { "ga", "gb", "gb" };
+	int64_t steps[3] = { 10, 5, 10 };
+	for (int i = 0; i < 3; i++) {
+		arb_cfg *cfg = tiny_cfg(&fx, runs[i], steps[i], "run.device=cuda", NULL);
+		int code = -1;
+		arb_status s = arb_train(cfg, gpu, &code, &err);
+		ck_assert_msg(s == ARB_OK && code == 0, "train on cuda: %s", err.msg);
+		arb_cfg_free(cfg);
+	}
+	char pa[256], pb[256], pc[256];
+	snprintf(pa, sizeof pa, "%s/ga/final", fx.dir);
+	snprintf(pb, sizeof pb, "%s/gb/final", fx.dir);
+	int n = 0;
+	int d = state_diff(pa, pb, &n);
+	ck_assert_msg(d == 0, "cuda: %d of %d state records differ after resume", d, n);
+
+	arb_cfg *cfg = tiny_cfg(&fx, "gc", 10, NULL, NULL);
+	arb_model *m = NULL;
+	ck_assert_int_eq(arb_model_create(&m, cfg, arb_backend_cpu(), 4, &err), ARB_OK);
+	arb_train_state st;
+	ck_assert_msg(arb_ckpt_load(m, pa, &st, &err) == ARB_OK, "%s", err.msg);
+	snprintf(pc, sizeof pc, "%s/ga", fx.dir);
+	ck_assert_msg(arb_ckpt_save(m, cfg, &st, pc, "oncpu", &err) == ARB_OK, "%s",
+		      err.msg);
+	snprintf(pc, sizeof pc, "%s/ga/oncpu", fx.dir);
+	ck_assert_int_eq(state_diff(pa, pc, NULL), 0);
+	arb_model_free(m);
+	arb_cfg_free(cfg);
+	fixture_done(&fx);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------------
  * corrupt files are refused */
 static void expect_refused(const char *path, const char *what)
@@ -584,5 +625,10 @@ Suite *suite_train(void)
 	tcase_add_test(tc, test_roundtrip_version);
 	tcase_add_test(tc, test_nan_skips_update);
 	suite_add_tcase(s, tc);
+	TCase *tg = tcase_create("train_gpu");
+	tcase_set_tags(tg, "gpu");
+	tcase_set_timeout(tg, 120);
+	tcase_add_test(tg, test_exact_resume_gpu);
+	suite_add_tcase(s, tg);
 	return s;
 }
