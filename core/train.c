@@ -320,7 +320,8 @@ arb_status arb_train(const arb_cfg *cfg, arb_backend *be, int *exit_code,
 		st.elapsed = elapsed0 + (now - t0);
 
 		int do_log = st.step % log_interval == 0 || st.step == steps;
-		int do_eval = eval_interval > 0 && st.step % eval_interval == 0;
+		int do_eval = (eval_interval > 0 && st.step % eval_interval == 0) ||
+			      st.step == steps;
 		double vloss = NAN;
 		if (do_eval) {
 			if ((s = evaluate(m, &data, eval_batches, B, buf, &vloss,
