@@ -100,34 +100,6 @@ struct LoadBCM { /* bf16 p[r*ld + i] */
 	}
 };
 
-/* W -> bf16 [rows][cols] (t * scale), one thread per packed byte */
-__global__ void decode_bf16_kernel1(tern_view v, __nv_bfloat16 *out)
-{
-	int64_t nb = v.rows * v.row_bytes;
-	for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nb;
-	     b += (int64_t)gridDim.x * blockDim.x) {
-		int64_t r = (b < 0xffffffffll) ? (int64_t)((uint32_t)b / (uint32_t)v.row_bytes)
-					       : b / v.row_bytes;
-		int64_t c0 = (b - r * v.row_bytes) * 5;
-		unsigned int byte = v.packed[b];
-		for (int j = 0; j < 5 && c0 + j < v.cols; j++) {
-			int t = trit_digit(byte, j);
-			float w = t ? (float)t * view_scale(v, r, (int)((uint32_t)(c0 + j) / (uint32_t)v.gs)) : 0.0f;
-			out[r * v.cols + c0 + j] = __float2bfloat16(w);
-		}
-	}
-}
-static __nv_bfloat16 *decode_w(arb_backend *be, const tern_view &v)
-{
-	__nv_bfloat16 *w = (__nv_bfloat16 *)cuda_scratch(be, (size_t)(v.rows * v.cols) * 2);
-	int64_t nb = v.rows * v.row_bytes;
-	int64_t g = (nb + 255) / 256;
-	if (g > 132 * 64) g = 132 * 64;
-	decode_bf16_kernel1<<<(unsigned)g, 256>>>(v, w);
-	CK_LAUNCH(decode_bf16);
-	return w;
-}
-
 /* fill 16 values of a BMxBK (BNxBK) tile for thread t */
 template <class L>
 __device__ __forceinline__ void tile_load(const L &l, int64_t i0, int64_t r0, float *v)
@@ -226,6 +198,238 @@ __global__ void __launch_bounds__(256) tc_gemm_kernel1(LA la, LB lb, int64_t I,
 		}
 		__syncthreads();
 	}
+
+	int g = lane >> 2, q = lane & 3;
+	if (MODE == EP_STORE) {
+#pragma unroll
+		for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+			for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+				for (int c = 0; c < 4; c++) {
+					int64_t i = i0 + wm * 64 + mi * 16 + g + (c >> 1) * 8;
+					int64_t j = j0 + wn * 32 + ni * 8 + 2 * q + (c & 1);
+					if (i < I && j < J) {
+						float *o = ep.out + i * ep.ld + j;
+						*o = ep.acc ? *o + acc[mi][ni][c] : acc[mi][ni][c];
+					}
+				}
+		return;
+	}
+	/* vote / measure: i = n (row of W), j = k (column of W) */
+	int *sc = (int *)smem; /* [BM][SC_G] */
+	int g0 = (int)(j0 / ep.gs);
+	if (MODE == EP_VOTE && ep.score) {
+		for (int e = tid; e < BM * SC_G; e += 256) sc[e] = 0;
+		__syncthreads();
+	}
+	int rms = MODE == EP_VOTE ? vote_rms_dev(ep.rms_host, ep.rms_dev) : 0;
+	double sq = 0.0;
+#pragma unroll
+	for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+		for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+			for (int c = 0; c < 4; c++) {
+				int il = wm * 64 + mi * 16 + g + (c >> 1) * 8;
+				int64_t n = i0 + il;
+				int64_t k = j0 + wn * 32 + ni * 8 + 2 * q + (c & 1);
+				if (n >= I || k >= J) continue;
+				float d = acc[mi][ni][c];
+				sq += (double)d * (double)d;
+				if (MODE != EP_VOTE) continue;
+				int64_t wi = n * J + k;
+				int sg = (d > 0.0f) - (d < 0.0f);
+				int inc = ep.kind == ARB_VOTE_SR ?
+					sr_inc(d, ep.R, rms, ep.seed, ep.stream, (uint64_t)wi) :
+					ep.step * sg;
+				if (inc) ep.T[wi] = accum_sub(ep.T[wi], inc);
+				if (ep.score && sg) {
+					uint32_t kk = (uint32_t)k, kb = kk / 5u;
+					int t = trit_digit(ep.packed[n * ep.rb + kb], (int)(kk - 5u * kb));
+					if (t) atomicAdd(&sc[il * SC_G + (int)(kk / (uint32_t)ep.gs) - g0], sg * t);
+				}
+			}
+	if (MODE == EP_VOTE && ep.score) {
+		__syncthreads();
+		int ng = ep.groups;
+		for (int e = tid; e < BM * SC_G; e += 256) {
+			int v = sc[e];
+			if (!v) continue;
+			int64_t n = i0 + e / SC_G;
+			int gg = g0 + e % SC_G;
+			if (n < I && gg < ng) atomicAdd(&ep.score[n * ng + gg], v);
+		}
+	}
+	if (ep.parts) {
+		/* fixed-order block reduction of sq */
+		__shared__ double red[8];
+		for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+		if (lane == 0) red[warp] = sq;
+		__syncthreads();
+		if (tid == 0) {
+			double s = 0.0;
+			for (int w = 0; w < 8; w++) s += red[w];
+			ep.parts[(int64_t)blockIdx.y * gridDim.x + blockIdx.x] = s;
+		}
+	}
+}
+
+/* ---------------------------------------------------------------------------
+ * M >= 64: both operands are first written as K-major bf16 workspaces with a
+ * leading dimension padded to a multiple of 8 (zero padding), then one
+ * tensor-core GEMM C[i][j] = sum_r A[i][r] B[j][r] with 16-byte cp.async
+ * loads, a 4-stage shared-memory pipeline (80-byte padded rows: ldmatrix
+ * and the 16-byte stores are conflict-free), 2 CTAs per SM, mma.sync
+ * m16n8k16. forward: A = x, B = W; backward_x: A = dy, B = W^T;
+ * vote: A = dy^T, B = x^T. */
+#define GS_STAGES 4
+#define GS_SMEM ((size_t)GS_STAGES * (BM + BN) * SROW * 2)
+
+static inline int64_t pad8(int64_t r) { return (r + 7) & ~(int64_t)7; }
+
+__device__ __forceinline__ void cp_async16(void *s, const void *g, int bytes)
+{
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+		     :: "r"(smem_u32(s)), "l"(g), "r"(bytes));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N>
+__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
+
+/* fp32 [rows][cols] -> bf16 [rows][ldp] (zero padded) */
+__global__ void to_bf16_kernel(const float *src, int64_t rows, int64_t cols, int64_t ldp,
+			       __nv_bfloat16 *dst)
+{
+	int64_t n = rows * ldp;
+	for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n;
+	     e += (int64_t)gridDim.x * blockDim.x) {
+		int64_t r = e / ldp, c = e - r * ldp;
+		dst[e] = __float2bfloat16(c < cols ? __ldg(src + r * cols + c) : 0.0f);
+	}
+}
+/* fp32 [rows][cols] -> bf16 transposed [cols][ldp], ldp >= rows (zero padded) */
+__global__ void to_bf16_t_kernel(const float *src, int64_t rows, int64_t cols, int64_t ldp,
+				 __nv_bfloat16 *dst)
+{
+	__shared__ float t[32][33];
+	int64_t r0 = (int64_t)blockIdx.y * 32, c0 = (int64_t)blockIdx.x * 32;
+	for (int i = threadIdx.y; i < 32; i += 8) {
+		int64_t r = r0 + i, c = c0 + threadIdx.x;
+		t[i][threadIdx.x] = (r < rows && c < cols) ? __ldg(src + r * cols + c) : 0.0f;
+	}
+	__syncthreads();
+	for (int i = threadIdx.y; i < 32; i += 8) {
+		int64_t c = c0 + i, r = r0 + threadIdx.x;
+		if (c < cols && r < ldp) dst[c * ldp + r] = __float2bfloat16(t[threadIdx.x][i]);
+	}
+}
+/* W^T -> bf16 [cols][ldp] (ldp >= rows, zero padded); thread (r, byte column) */
+__global__ void decode_t_kernel(tern_view v, int64_t ldp, __nv_bfloat16 *out)
+{
+	int64_t nb = ldp * v.row_bytes;
+	for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < nb;
+	     e += (int64_t)gridDim.x * blockDim.x) {
+		int64_t bc = e / ldp, r = e - bc * ldp;
+		unsigned int byte = r < v.rows ? v.packed[r * v.row_bytes + bc] : 121u;
+		int64_t c0 = bc * 5;
+		for (int j = 0; j < 5 && c0 + j < v.cols; j++) {
+			int t = trit_digit(byte, j);
+			float w = (t && r < v.rows) ?
+				(float)t * view_scale(v, r, (int)((uint32_t)(c0 + j) / (uint32_t)v.gs)) : 0.0f;
+			out[(c0 + j) * ldp + r] = __float2bfloat16(w);
+		}
+	}
+}
+/* W -> bf16 [rows][ldp] (ldp >= cols, zero padded), one thread per byte */
+__global__ void decode_p_kernel(tern_view v, int64_t ldp, __nv_bfloat16 *out)
+{
+	int64_t nb = v.rows * v.row_bytes;
+	for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nb;
+	     b += (int64_t)gridDim.x * blockDim.x) {
+		int64_t r = (b < 0xffffffffll) ? (int64_t)((uint32_t)b / (uint32_t)v.row_bytes)
+					       : b / v.row_bytes;
+		int64_t c0 = (b - r * v.row_bytes) * 5;
+		unsigned int byte = v.packed[b];
+		for (int j = 0; j < 5 && c0 + j < ldp; j++) {
+			int t = c0 + j < v.cols ? trit_digit(byte, j) : 0;
+			float w = t ? (float)t * view_scale(v, r, (int)((uint32_t)(c0 + j) / (uint32_t)v.gs)) : 0.0f;
+			out[r * ldp + c0 + j] = __float2bfloat16(w);
+		}
+	}
+}
+
+/* grid: (cdiv(J,BN), cdiv(I,BM)); block 256; dynamic smem GS_SMEM */
+template <int MODE>
+__global__ void __launch_bounds__(256, 2) gemm_tn_kernel2(const __nv_bfloat16 *Ag,
+	const __nv_bfloat16 *Bg, int64_t I, int64_t J, int64_t R, int64_t ldp, EpArgs ep)
+{
+	extern __shared__ __align__(16) unsigned char smem[];
+	__nv_bfloat16 *As = (__nv_bfloat16 *)smem;
+	__nv_bfloat16 *Bs = As + GS_STAGES * BM * SROW;
+	int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+	int wm = warp >> 2, wn = warp & 3;             /* 2 x 4 warps */
+	int64_t i0 = (int64_t)blockIdx.y * BM, j0 = (int64_t)blockIdx.x * BN;
+	float acc[4][4][4];
+#pragma unroll
+	for (int a = 0; a < 4; a++)
+#pragma unroll
+		for (int b = 0; b < 4; b++)
+#pragma unroll
+			for (int c = 0; c < 4; c++) acc[a][b][c] = 0.0f;
+	const int nk = (int)((R + BK - 1) / BK);
+	auto load_stage = [&](int st, int kt) {
+#pragma unroll
+		for (int h = 0; h < 2; h++) {
+			int c = tid + 256 * h, row = c >> 2, c8 = (c & 3) * 8;
+			int64_t k = (int64_t)kt * BK + c8;
+			int64_t ia = i0 + row, jb = j0 + row;
+			int oka = ia < I && k < ldp, okb = jb < J && k < ldp;
+			cp_async16(As + (st * BM + row) * SROW + c8,
+				   Ag + (oka ? ia * ldp + k : 0), oka ? 16 : 0);
+			cp_async16(Bs + (st * BN + row) * SROW + c8,
+				   Bg + (okb ? jb * ldp + k : 0), okb ? 16 : 0);
+		}
+	};
+#pragma unroll
+	for (int s = 0; s < GS_STAGES - 1; s++) {
+		if (s < nk) load_stage(s, s);
+		cp_commit();
+	}
+	for (int kt = 0; kt < nk; kt++) {
+		cp_wait<GS_STAGES - 2>();
+		__syncthreads();
+		int kn = kt + GS_STAGES - 1;
+		if (kn < nk) load_stage(kn % GS_STAGES, kn);
+		cp_commit();
+		int buf = kt % GS_STAGES;
+		const __nv_bfloat16 *A = As + buf * BM * SROW, *B = Bs + buf * BN * SROW;
+#pragma unroll
+		for (int kk = 0; kk < BK; kk += 16) {
+			uint32_t af[4][4], bf[4][2];
+#pragma unroll
+			for (int mi = 0; mi < 4; mi++) {
+				int row = wm * 64 + mi * 16 + (lane & 15);
+				ldsm_x4(af[mi][0], af[mi][1], af[mi][2], af[mi][3],
+					A + row * SROW + kk + (lane >> 4) * 8);
+			}
+#pragma unroll
+			for (int np = 0; np < 2; np++) {
+				int col = wn * 32 + np * 16 + (lane & 7) + (lane >> 4) * 8;
+				uint32_t r0, r1, r2, r3;
+				ldsm_x4(r0, r1, r2, r3, B + col * SROW + kk + ((lane >> 3) & 1) * 8);
+				bf[2 * np][0] = r0; bf[2 * np][1] = r1;
+				bf[2 * np + 1][0] = r2; bf[2 * np + 1][1] = r3;
+			}
+#pragma unroll
+			for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+				for (int ni = 0; ni < 4; ni++)
+					mma16816(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
+		}
+	}
+	cp_wait<0>();
+	__syncthreads();
 
 	int g = lane >> 2, q = lane & 3;
 	if (MODE == EP_STORE) {
@@ -482,6 +686,316 @@ static void dec_table_init(void)
 }
 
 /* ---------------------------------------------------------------------------
+ * skinny forward v3, M <= 16, group_size a power of two in [16, 64], E-only
+ * scales (no bigint correction).
+ *
+ * The reduction index k may be permuted freely as long as W and x use the
+ * same permutation. A k-block is 320 weights = 64 packed bytes of a row;
+ * lane (g, q) of a warp owns bytes 16q..16q+15 (80 trits) of rows g and g+8
+ * of a 16-row tile, and mma step s (0..19) feeds it the trits 4s..4s+3 of
+ * those 80 as its four k slots. x is staged in shared memory as bf16 in the
+ * same order, so the B fragment of a lane is one conflict-free 8-byte load.
+ * Trits become bf16 +-2^E directly (the group scale is folded into A, exact
+ * for power-of-two scales): a 243-entry table maps a packed byte to five
+ * PRMT selectors, and PRMT picks the bytes of h = bf16(2^E), h | sign, or
+ * zero. Split-K over k-blocks; the last CTA of a row tile sums the split
+ * partials in a fixed order (deterministic).
+ * CTA: 8 warps x 2 tiles = 256 rows; KPC k-blocks per CTA. */
+#define S3_ROWS 256
+#define S3_KB 320
+
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t s)
+{
+	uint32_t d;
+	asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(s));
+	return d;
+}
+__device__ __forceinline__ uint32_t sel4(int j, uint32_t a, uint32_t b, uint32_t c, uint32_t d)
+{
+	uint32_t x = (j & 1) ? b : a, y = (j & 1) ? d : c;
+	return (j & 2) ? y : x;
+}
+
+/* 16 packed bytes of row n at byte offset off (any alignment); bytes past
+ * the row (off + t >= rb) or of rows >= N read as zero trits (121) */
+__device__ __forceinline__ void s3_load(const uint8_t *packed, int64_t N, int64_t rb,
+					int64_t n, int64_t off, uint32_t *r)
+{
+	if (n >= N || off >= rb) {
+		r[0] = r[1] = r[2] = r[3] = 0x79797979u;
+		return;
+	}
+	const uint8_t *p = packed + n * rb + off;
+	const uint8_t *end = packed + N * rb;
+	uintptr_t ad = (uintptr_t)p;
+	int o = (int)(ad & 15);
+	const uint4 *a0 = (const uint4 *)(ad - o);
+	uint4 c0 = __ldg(a0), c1 = make_uint4(0, 0, 0, 0);
+	if ((const uint8_t *)(a0 + 1) < end) c1 = __ldg(a0 + 1);
+	uint32_t w[8] = { c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w };
+	int j = o >> 2, sh = 8 * (o & 3);
+	uint32_t v[5];
+#pragma unroll
+	for (int i = 0; i < 5; i++) v[i] = sel4(j, w[i], w[i + 1], w[i + 2], w[i + 3]);
+#pragma unroll
+	for (int i = 0; i < 4; i++) r[i] = __funnelshift_r(v[i], v[i + 1], sh);
+	if (off + 16 > rb) {
+		int lim = (int)(rb - off);
+#pragma unroll
+		for (int t = 0; t < 16; t++)
+			if (t >= lim) r[t >> 2] = (r[t >> 2] & ~(0xffu << (8 * (t & 3)))) | (0x79u << (8 * (t & 3)));
+	}
+}
+
+/* 16 bytes -> 80 PRMT selector bytes (20 words, word s = step s) */
+__device__ __forceinline__ void s3_sel(const uint32_t *r, const unsigned long long *tab, uint32_t *sw)
+{
+#pragma unroll
+	for (int i = 0; i < 20; i++) sw[i] = 0;
+#pragma unroll
+	for (int t = 0; t < 16; t++) {
+		unsigned long long L = tab[(r[t >> 2] >> (8 * (t & 3))) & 0xffu];
+		const int off = 5 * t, w0 = off >> 2, sh = 8 * (off & 3);
+		sw[w0] |= (uint32_t)(L << sh);
+		sw[w0 + 1] |= (uint32_t)(L >> (32 - sh));
+		if (sh + 40 > 64) sw[w0 + 2] |= (uint32_t)(L >> (64 - sh));
+	}
+}
+
+template <int NT>
+__global__ void __launch_bounds__(256) skinny_fwd_kernel3(tern_view v, const float *x,
+	float *y, int M, int acc, int kpc, int lg, float *part, unsigned int *cnt)
+{
+	extern __shared__ __align__(16) unsigned char sm[];
+	unsigned long long *tab = (unsigned long long *)sm;              /* [243] (256) */
+	__nv_bfloat16 *xs = (__nv_bfloat16 *)(tab + 256);                /* [kpc*20][16][16] */
+	uint32_t *aw = (uint32_t *)(xs + (size_t)kpc * 20 * 256);         /* [256][ngc] */
+	__shared__ int is_last;
+	const int64_t N = v.rows, K = v.cols, rb = v.row_bytes;
+	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+	const int g = lane >> 2, q = lane & 3;
+	const int64_t nblk = (K + S3_KB - 1) / S3_KB;
+	const int64_t blk0 = (int64_t)blockIdx.y * kpc;
+	const int nbk = (int)(nblk - blk0 < kpc ? nblk - blk0 : kpc);
+	const int64_t nt0 = (int64_t)blockIdx.x * S3_ROWS;
+	const int64_t kbase = blk0 * S3_KB;
+	/* W bytes of the first k-block in flight before the shared-memory fills */
+	uint32_t wb[2][2][4];
+#pragma unroll
+	for (int t = 0; t < 2; t++)
+#pragma unroll
+		for (int h = 0; h < 2; h++)
+			s3_load(v.packed, N, rb, nt0 + warp * 32 + t * 16 + g + 8 * h,
+				blk0 * 64 + 16 * q, wb[t][h]);
+	for (int e = tid; e < 243; e += 256) {
+		unsigned long long L = 0;
+		unsigned int p = (unsigned int)e;
+		for (int j = 0; j < 5; j++) {
+			unsigned int c = p % 3u;
+			p /= 3u;
+			unsigned long long s = c == 0 ? 0x32ull : (c == 1 ? 0x44ull : 0x10ull);
+			L |= s << (8 * j);
+		}
+		tab[e] = L;
+	}
+	/* x tile in the permuted order: k = kbase + 320 kb + 80 q + 4 s + slot */
+	const int kw = nbk * S3_KB;
+	for (int e = tid; e < 16 * kw; e += 256) {
+		int m = e / kw, kl = e - m * kw;
+		int kb = kl / S3_KB, rr = kl - kb * S3_KB;
+		int qq = rr / 80, r2 = rr - qq * 80;
+		int s = r2 >> 2, slot = r2 & 3;
+		int64_t k = kbase + kl;
+		float xv = (m < M && k < K) ? __ldg(x + (int64_t)m * K + k) : 0.0f;
+		xs[(((kb * 20 + s) * 16 + m) * 4 + qq) * 4 + slot] = __float2bfloat16(xv);
+	}
+	/* A source words per (row, group): bf16 2^E | (bf16 -2^E) << 16 */
+	const int gfirst = (int)(kbase >> lg);
+	const int64_t klast = (kbase + kw < K ? kbase + kw : K) - 1;
+	const int ngc = (int)(klast >> lg) - gfirst + 1;
+	for (int e = tid; e < S3_ROWS * ngc; e += 256) {
+		int rr = e / ngc, gg = e - rr * ngc;
+		int64_t n = nt0 + rr;
+		uint32_t wv = 0;
+		if (n < N) {
+			int ex = v.E[n * v.groups + gfirst + gg];
+			uint32_t h = ex < -126 ? 0u : (uint32_t)(ex + 127) << 7;
+			wv = h | ((h | 0x8000u) << 16);
+		}
+		aw[rr * ngc + gg] = wv;
+	}
+	__syncthreads();
+	float accf[2][NT][4];
+#pragma unroll
+	for (int t = 0; t < 2; t++)
+#pragma unroll
+		for (int u = 0; u < NT; u++)
+#pragma unroll
+			for (int c = 0; c < 4; c++) accf[t][u][c] = 0.0f;
+	const uint2 *xs2 = (const uint2 *)xs;
+	for (int kb = 0; kb < nbk; kb++) {
+		if (kb > 0) {
+#pragma unroll
+			for (int t = 0; t < 2; t++)
+#pragma unroll
+				for (int h = 0; h < 2; h++)
+					s3_load(v.packed, N, rb, nt0 + warp * 32 + t * 16 + g + 8 * h,
+						(blk0 + kb) * 64 + 16 * q, wb[t][h]);
+		}
+		const int kq = kb * S3_KB + 80 * q; /* relative to kbase */
+#pragma unroll
+		for (int t = 0; t < 2; t++) {
+			uint32_t sw0[20], sw1[20];
+			s3_sel(wb[t][0], tab, sw0);
+			s3_sel(wb[t][1], tab, sw1);
+			const uint32_t *aw0 = aw + (warp * 32 + t * 16 + g) * ngc;
+			const uint32_t *aw1 = aw0 + 8 * ngc;
+			const int goff = (int)(kbase & ((1 << lg) - 1));
+#pragma unroll
+			for (int s = 0; s < 20; s++) {
+				int gi = (goff + kq + 4 * s) >> lg;
+				uint32_t h0 = aw0[gi], h1 = aw1[gi];
+				uint32_t a[4];
+				a[0] = prmt(h0, 0u, sw0[s]);
+				a[1] = prmt(h1, 0u, sw1[s]);
+				a[2] = prmt(h0, 0u, sw0[s] >> 16);
+				a[3] = prmt(h1, 0u, sw1[s] >> 16);
+#pragma unroll
+				for (int u = 0; u < NT; u++) {
+					uint2 b = xs2[((kb * 20 + s) * 16 + g + 8 * u) * 4 + q];
+					mma16816(accf[t][u], a, b.x, b.y);
+				}
+			}
+		}
+	}
+	/* accf[t][u][c]: row n = nt0 + warp*32 + t*16 + g + (c >> 1) * 8,
+	 * token m = u*8 + 2q + (c & 1) */
+	if (gridDim.y == 1) {
+#pragma unroll
+		for (int t = 0; t < 2; t++)
+#pragma unroll
+			for (int u = 0; u < NT; u++)
+#pragma unroll
+				for (int c = 0; c < 4; c++) {
+					int64_t n = nt0 + warp * 32 + t * 16 + g + (c >> 1) * 8;
+					int m = u * 8 + 2 * q + (c & 1);
+					if (n < N && m < M) {
+						float *o = y + (int64_t)m * N + n;
+						*o = acc ? *o + accf[t][u][c] : accf[t][u][c];
+					}
+				}
+		return;
+	}
+#pragma unroll
+	for (int t = 0; t < 2; t++)
+#pragma unroll
+		for (int u = 0; u < NT; u++)
+#pragma unroll
+			for (int c = 0; c < 4; c++) {
+				int64_t n = nt0 + warp * 32 + t * 16 + g + (c >> 1) * 8;
+				int m = u * 8 + 2 * q + (c & 1);
+				if (n < N && m < M)
+					part[((int64_t)blockIdx.y * M + m) * N + n] = accf[t][u][c];
+			}
+	__threadfence();
+	__syncthreads();
+	if (tid == 0) {
+		unsigned int prev = atomicAdd(&cnt[blockIdx.x], 1u);
+		is_last = prev == gridDim.y - 1;
+	}
+	__syncthreads();
+	if (!is_last) return;
+	__threadfence();
+	for (int e = tid; e < S3_ROWS * M; e += 256) {
+		int m = e / S3_ROWS;
+		int64_t n = nt0 + e % S3_ROWS;
+		if (n >= N) continue;
+		float s = 0.0f;
+		for (unsigned int sp = 0; sp < gridDim.y; sp++)
+			s += __ldcg(part + ((int64_t)sp * M + m) * N + n);
+		float *o = y + (int64_t)m * N + n;
+		*o = acc ? *o + s : s;
+	}
+	if (tid == 0) cnt[blockIdx.x] = 0;
+}
+
+static size_t s3_smem(int kpc, int gs)
+{
+	int ngc = kpc * S3_KB / gs + 2;
+	return 256 * 8 + (size_t)kpc * 20 * 256 * 2 + (size_t)S3_ROWS * ngc * 4;
+}
+static int g_s3_ready = 0;
+static int skinny3_forward(arb_backend *be, const tern_view &v, const float *x, float *y,
+			   int64_t M, int accumulate)
+{
+	int gs = v.gs, lg = 0;
+	while ((1 << lg) < gs) lg++;
+	if (cuda_legacy("skinny") || v.corr || (1 << lg) != gs || gs < 16 || gs > 64 || M > 16) return 0;
+	if (!g_s3_ready) {
+		CK(cudaFuncSetAttribute(skinny_fwd_kernel3<1>,
+			cudaFuncAttributeMaxDynamicSharedMemorySize, (int)s3_smem(4, 16)));
+		CK(cudaFuncSetAttribute(skinny_fwd_kernel3<2>,
+			cudaFuncAttributeMaxDynamicSharedMemorySize, (int)s3_smem(4, 16)));
+		g_s3_ready = 1;
+	}
+	cuda_priv *p = cuda_get_priv(be);
+	int64_t N = v.rows, K = v.cols;
+	int64_t tiles = (N + S3_ROWS - 1) / S3_ROWS;
+	int64_t nblk = (K + S3_KB - 1) / S3_KB;
+	int64_t want = (3 * (int64_t)p->sms + tiles - 1) / tiles; /* splits */
+	if (want < 1) want = 1;
+	int64_t kpc = (nblk + want - 1) / want;
+	if (kpc > 4) kpc = 4;
+	if (kpc < 1) kpc = 1;
+	int64_t S = (nblk + kpc - 1) / kpc;
+	unsigned int *cnt = NULL;
+	float *part = S > 1 ? cuda_split_ws(be, S * M * N, &cnt, tiles) : NULL;
+	size_t smem = s3_smem((int)kpc, gs);
+	dim3 grid((unsigned)tiles, (unsigned)S);
+	if (M <= 8)
+		skinny_fwd_kernel3<1><<<grid, 256, smem>>>(v, x, y, (int)M, accumulate, (int)kpc, lg,
+							   part, cnt);
+	else
+		skinny_fwd_kernel3<2><<<grid, 256, smem>>>(v, x, y, (int)M, accumulate, (int)kpc, lg,
+							   part, cnt);
+	CK_LAUNCH(skinny_fwd3);
+	return 1;
+}
+
+
+/* two workspaces carved from the backend scratch */
+static __nv_bfloat16 *gs_ws(arb_backend *be, int64_t na, int64_t nb, __nv_bfloat16 **b)
+{
+	size_t a2 = ((size_t)na * 2 + 255) & ~(size_t)255;
+	char *p = (char *)cuda_scratch(be, a2 + (size_t)nb * 2);
+	*b = (__nv_bfloat16 *)(p + a2);
+	return (__nv_bfloat16 *)p;
+}
+static unsigned int gs_grid(int64_t n)
+{
+	int64_t g = (n + 255) / 256;
+	if (g > 132 * 16) g = 132 * 16;
+	return (unsigned int)(g < 1 ? 1 : g);
+}
+static int g_gs_ready = 0;
+template <int MODE>
+static void gs_launch(const __nv_bfloat16 *A, const __nv_bfloat16 *B, int64_t I, int64_t J,
+		      int64_t R, int64_t ldp, const EpArgs &ep)
+{
+	if (!g_gs_ready) {
+		CK(cudaFuncSetAttribute(gemm_tn_kernel2<EP_STORE>,
+			cudaFuncAttributeMaxDynamicSharedMemorySize, (int)GS_SMEM));
+		CK(cudaFuncSetAttribute(gemm_tn_kernel2<EP_VOTE>,
+			cudaFuncAttributeMaxDynamicSharedMemorySize, (int)GS_SMEM));
+		CK(cudaFuncSetAttribute(gemm_tn_kernel2<EP_MEASURE>,
+			cudaFuncAttributeMaxDynamicSharedMemorySize, (int)GS_SMEM));
+		g_gs_ready = 1;
+	}
+	dim3 grid(cdiv(J, BN), cdiv(I, BM));
+	gemm_tn_kernel2<MODE><<<grid, 256, GS_SMEM>>>(A, B, I, J, R, ldp, ep);
+}
+
+/* ---------------------------------------------------------------------------
  * launchers */
 void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 			 float *y, int64_t M, int accumulate)
@@ -489,6 +1003,7 @@ void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 	if (M <= 0) return;
 	tern_view v = tern_view_of(w);
 	int64_t N = w->rows, K = w->cols;
+	if (M <= 16 && skinny3_forward(be, v, x, y, M, accumulate)) return;
 	if (M <= 16 && w->group_size % 16 == 0) {
 		dec_table_init();
 		cuda_priv *p = cuda_get_priv(be);
@@ -513,10 +1028,17 @@ void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 	ep.out = y; ep.ld = N; ep.acc = accumulate;
 	LoadRM la = { x, K, M, K };
 	dim3 grid(cdiv(N, BN), cdiv(M, BM));
-	if (M >= 64) {
-		/* decode once (bf16 workspace), then a plain tile GEMM */
-		LoadBRM lb = { decode_w(be, v), K, N, K };
-		tc_gemm_kernel1<LoadRM, LoadBRM, EP_STORE><<<grid, 256>>>(la, lb, M, N, K, ep);
+	if (M >= 64 && cuda_legacy("gemm")) {
+		LoadWnk lb = { v };
+		tc_gemm_kernel1<LoadRM, LoadWnk, EP_STORE><<<grid, 256>>>(la, lb, M, N, K, ep);
+	} else if (M >= 64) {
+		/* decode once (bf16 workspace), then the pipelined tile GEMM */
+		int64_t ldp = pad8(K);
+		__nv_bfloat16 *xb, *wb = gs_ws(be, N * ldp, M * ldp, &xb);
+		if (ldp != K) CK(cudaMemsetAsync(wb, 0, (size_t)(N * ldp) * 2, 0));
+		decode_p_kernel<<<gs_grid(N * w->row_bytes), 256>>>(v, ldp, wb);
+		to_bf16_kernel<<<gs_grid(M * ldp), 256>>>(x, M, K, ldp, xb);
+		gs_launch<EP_STORE>(xb, wb, M, N, K, ldp, ep);
 	} else {
 		LoadWnk lb = { v };
 		tc_gemm_kernel1<LoadRM, LoadWnk, EP_STORE><<<grid, 256>>>(la, lb, M, N, K, ep);
@@ -535,9 +1057,15 @@ void cuda_linear_backward_x(arb_backend *be, const arb_tern *w, const float *dy,
 	ep.out = dx; ep.ld = K; ep.acc = accumulate;
 	LoadRM la = { dy, N, M, N };
 	dim3 grid(cdiv(K, BN), cdiv(M, BM));
-	if (M >= 64) {
-		LoadBCM lb = { decode_w(be, v), K, K, N };
-		tc_gemm_kernel1<LoadRM, LoadBCM, EP_STORE><<<grid, 256>>>(la, lb, M, K, N, ep);
+	if (M >= 64 && cuda_legacy("gemm")) {
+		LoadWkn lb = { v };
+		tc_gemm_kernel1<LoadRM, LoadWkn, EP_STORE><<<grid, 256>>>(la, lb, M, K, N, ep);
+	} else if (M >= 64) {
+		int64_t ldp = pad8(N);
+		__nv_bfloat16 *dyb, *wt = gs_ws(be, K * ldp, M * ldp, &dyb);
+		decode_t_kernel<<<gs_grid(ldp * w->row_bytes), 256>>>(v, ldp, wt);
+		to_bf16_kernel<<<gs_grid(M * ldp), 256>>>(dy, M, N, ldp, dyb);
+		gs_launch<EP_STORE>(dyb, wt, M, K, N, ldp, ep);
 	} else {
 		LoadWkn lb = { v };
 		tc_gemm_kernel1<LoadRM, LoadWkn, EP_STORE><<<grid, 256>>>(la, lb, M, K, N, ep);
@@ -561,14 +1089,32 @@ void cuda_linear_vote(arb_backend *be, arb_tern *w, const float *x, const float 
 	ep.R = vt->sr_R; ep.rms_host = w->rms_log2; ep.rms_dev = &ws->rms_now;
 	ep.seed = vt->seed; ep.stream = arb_rng_stream(w->id, vt->t, ARB_RNG_VOTE_SR);
 	ep.parts = sr ? cuda_partials(be, nblk) : NULL;
-	LoadCM la = { dy, N, N, M };
-	LoadCM lb = { x, K, K, M };
+	if (cuda_legacy("gemm")) {
+		LoadCM la = { dy, N, N, M };
+		LoadCM lb = { x, K, K, M };
+		if (sr && w->rms_log2 == ARB_RMS_UNKNOWN) {
+			tc_gemm_kernel1<LoadCM, LoadCM, EP_MEASURE><<<grid, 256>>>(la, lb, N, K, M, ep);
+			CK_LAUNCH(linear_measure);
+			cuda_finalize_sumsq(ep.parts, nblk, &ws->measured, 0, &ws->rms_now, N * K);
+		}
+		tc_gemm_kernel1<LoadCM, LoadCM, EP_VOTE><<<grid, 256>>>(la, lb, N, K, M, ep);
+		CK_LAUNCH(linear_vote);
+		if (sr) cuda_finalize_sumsq(ep.parts, nblk, &ws->sumsq, 1, NULL, 0);
+		return;
+	}
+	/* dy^T [N][ldp] and x^T [K][ldp] in bf16, then the pipelined GEMM */
+	int64_t ldp = pad8(M);
+	__nv_bfloat16 *xt, *dyt = gs_ws(be, N * ldp, K * ldp, &xt);
+	dim3 tb(32, 8);
+	to_bf16_t_kernel<<<dim3(cdiv(N, 32), cdiv(ldp, 32)), tb>>>(dy, M, N, ldp, dyt);
+	to_bf16_t_kernel<<<dim3(cdiv(K, 32), cdiv(ldp, 32)), tb>>>(x, M, K, ldp, xt);
+	CK_LAUNCH(vote_transpose);
 	if (sr && w->rms_log2 == ARB_RMS_UNKNOWN) {
-		tc_gemm_kernel1<LoadCM, LoadCM, EP_MEASURE><<<grid, 256>>>(la, lb, N, K, M, ep);
+		gs_launch<EP_MEASURE>(dyt, xt, N, K, M, ldp, ep);
 		CK_LAUNCH(linear_measure);
 		cuda_finalize_sumsq(ep.parts, nblk, &ws->measured, 0, &ws->rms_now, N * K);
 	}
-	tc_gemm_kernel1<LoadCM, LoadCM, EP_VOTE><<<grid, 256>>>(la, lb, N, K, M, ep);
+	gs_launch<EP_VOTE>(dyt, xt, N, K, M, ldp, ep);
 	CK_LAUNCH(linear_vote);
 	if (sr) cuda_finalize_sumsq(ep.parts, nblk, &ws->sumsq, 1, NULL, 0);
 }

@@ -464,13 +464,297 @@ __global__ void step_erule_kernel3(int32_t *score, int8_t *E, int8_t *Eacc,
 	block_add_u64(ch, &ws->stats[4]);
 }
 
+/* ---------------------------------------------------------------------------
+ * fast step path (cols % 5 == 0): weight i = 5 * b + j for packed byte b, so
+ * the tensor is one flat stream. A block tile is 4096 packed bytes (256
+ * threads x 16 bytes, 20480 weights): one 16-byte load of packed bytes and
+ * five 16-byte loads of T_accum per thread, written back only if changed.
+ * When cols % group_size == 0 and group_size is a power of two, every group
+ * lies inside one tile: flips are counted per group in shared memory and the
+ * exponent rule runs in the same kernel (no global atomics on score). */
+#define ST_TILE 4096
+#define ST_W (ST_TILE * 5)
+
+struct erule_args {
+	int8_t *E, *Eacc;
+	int64_t *corr;
+	int32_t *score;   /* the tensor's score (NULL: no exponent rule) */
+	int64_t ng;
+	int ethr, emin, emax;
+	int fuse, lg;     /* exponent rule in the step kernel; log2(group_size) */
+};
+
+struct st_ctr { unsigned int flips, cand, sat, capped, zeros; };
+
+__device__ __forceinline__ int erule_one(int s, int64_t g, const erule_args &e)
+{
+	int ch = 0;
+	if (e.Eacc) {
+		int ea = (int)e.Eacc[g] - ((s > 0) - (s < 0));
+		ea = ea < -127 ? -127 : (ea > 127 ? 127 : ea);
+		int e0 = e.E[g], ee = e0;
+		if (ea >= e.ethr) { ee += 1; ea -= e.ethr; }
+		else if (ea <= -e.ethr) { ee -= 1; ea += e.ethr; }
+		ee = ee < e.emin ? e.emin : (ee > e.emax ? e.emax : ee);
+		e.Eacc[g] = (int8_t)ea;
+		if (ee != e0) { e.E[g] = (int8_t)ee; ch = 1; }
+	}
+	if (e.corr) e.corr[g] -= s;
+	e.score[g] = 0;
+	return ch;
+}
+
+/* the five weights of one packed byte; T[] updated in place, returns the
+ * new byte, flip bits in *fm (bit j: weight j moved) */
+template <int CAPPING>
+__device__ __forceinline__ unsigned int st_byte(unsigned int byte, int *T, uint64_t i0,
+						const step_args &a, uint32_t p32, int capnow,
+						st_ctr &ct, unsigned int *fm)
+{
+	int tr[5];
+	unsigned int q = byte;
+#pragma unroll
+	for (int j = 0; j < 5; j++) {
+		unsigned int q1 = (q * 43691u) >> 17;
+		tr[j] = (int)(q - 3u * q1) - 1;
+		q = q1;
+	}
+	unsigned int m = 0;
+#pragma unroll
+	for (int j = 0; j < 5; j++) {
+		int t = T[j];
+		int at = t < 0 ? -t : t;
+		if (at >= a.thr) {
+			int dir = t > 0 ? 1 : -1;
+			int held = 0;
+			if (tr[j] == dir) { ct.sat++; held = 1; }
+			else {
+				ct.cand++;
+				if (CAPPING && capnow &&
+				    arb_rng_u32(a.seed, a.stream, i0 + (uint64_t)j) >= p32) {
+					ct.capped++;
+					held = 1;
+				}
+			}
+			if (held) T[j] = dir * a.thr;
+			else {
+				ct.flips++;
+				tr[j] += dir;
+				m |= 1u << j;
+				T[j] = a.reset_rem ? t - dir * a.thr : 0;
+			}
+		}
+		ct.zeros += tr[j] == 0;
+	}
+	*fm = m;
+	return (unsigned int)(tr[0] + 1) + 3u * (tr[1] + 1) + 9u * (tr[2] + 1) +
+	       27u * (tr[3] + 1) + 81u * (tr[4] + 1);
+}
+
+/* flips of the global (non-fused) path: score[r][c / gs] -= n */
+__device__ __forceinline__ void st_score_sub(const step_args &a, uint64_t i, int n)
+{
+	int64_t r, c;
+	if (i < 0xffffffffull && a.cols < 0xffffffffll) {
+		r = (uint32_t)i / (uint32_t)a.cols;
+		c = (int64_t)i - r * a.cols;
+	} else {
+		r = (int64_t)(i / (uint64_t)a.cols);
+		c = (int64_t)i - r * a.cols;
+	}
+	atomicSub(&a.score[r * a.groups + (int)((uint32_t)c / (uint32_t)a.gs)], n);
+}
+
+__device__ __forceinline__ int st_popc_range(const uint32_t *m, int lo, int hi)
+{
+	int c = 0;
+#pragma unroll
+	for (int w = 0; w < 3; w++) {
+		int x = lo - 32 * w, y = hi - 32 * w;
+		x = x < 0 ? 0 : x;
+		y = y > 32 ? 32 : y;
+		if (x < y) {
+			uint32_t mk = (y - x == 32) ? 0xffffffffu : (((1u << (y - x)) - 1u) << x);
+			c += __popc(m[w] & mk);
+		}
+	}
+	return c;
+}
+
+template <int CAPPING>
+__global__ void __launch_bounds__(256) step_fast_kernel4(step_args a, erule_args e)
+{
+	__shared__ int fl[ST_W / ARB_GROUP_MIN];
+	const int64_t nb = a.rows * a.rb;
+	const int64_t ntiles = (nb + ST_TILE - 1) / ST_TILE;
+	const int tid = threadIdx.x;
+	uint32_t p32 = 0;
+	int capnow = 0;
+	if (CAPPING) {
+		unsigned long long nc = a.ws->cand;
+		if (nc > a.cap) { capnow = 1; p32 = (uint32_t)((a.cap << 32) / nc); }
+	}
+	st_ctr ct = { 0, 0, 0, 0, 0 };
+	unsigned int ech = 0;
+	const int ngt = e.fuse ? (ST_W >> e.lg) : 0;
+	const int count_flips = a.score != NULL;
+	for (int64_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
+		if (e.fuse) {
+			for (int l = tid; l < ngt; l += 256) fl[l] = 0;
+			__syncthreads();
+		}
+		const int64_t b0 = tile * ST_TILE + (int64_t)tid * 16;
+		const uint64_t i0 = (uint64_t)b0 * 5u;
+		uint32_t fm[3] = { 0, 0, 0 };
+		if (b0 + 16 <= nb) {
+			uint4 pk = *(const uint4 *)(a.packed + b0);
+			uint4 *Tp = (uint4 *)(a.T + i0);
+			uint32_t tw[20], ow[20];
+#pragma unroll
+			for (int v = 0; v < 5; v++) {
+				uint4 x = Tp[v];
+				tw[4 * v] = x.x; tw[4 * v + 1] = x.y; tw[4 * v + 2] = x.z; tw[4 * v + 3] = x.w;
+			}
+#pragma unroll
+			for (int v = 0; v < 20; v++) ow[v] = tw[v];
+			uint32_t pw[4] = { pk.x, pk.y, pk.z, pk.w }, np[4] = { 0, 0, 0, 0 };
+#pragma unroll
+			for (int j = 0; j < 16; j++) {
+				int T[5];
+#pragma unroll
+				for (int d = 0; d < 5; d++) {
+					int p = 5 * j + d;
+					T[d] = (int)(int8_t)(tw[p >> 2] >> (8 * (p & 3)));
+				}
+				unsigned int m;
+				unsigned int nbyte = st_byte<CAPPING>((pw[j >> 2] >> (8 * (j & 3))) & 0xffu,
+								   T, i0 + 5u * j, a, p32, capnow, ct, &m);
+				np[j >> 2] |= nbyte << (8 * (j & 3));
+#pragma unroll
+				for (int d = 0; d < 5; d++) {
+					int p = 5 * j + d;
+					int s = 8 * (p & 3);
+					tw[p >> 2] = (tw[p >> 2] & ~(0xffu << s)) | ((uint32_t)(T[d] & 0xff) << s);
+				}
+				/* flip bits at weight positions 5j .. 5j+4 */
+				int p = 5 * j;
+				fm[p >> 5] |= m << (p & 31);
+				if ((p & 31) > 27) fm[(p >> 5) + 1] |= m >> (32 - (p & 31));
+			}
+#pragma unroll
+			for (int v = 0; v < 5; v++)
+				if ((tw[4 * v] ^ ow[4 * v]) | (tw[4 * v + 1] ^ ow[4 * v + 1]) |
+				    (tw[4 * v + 2] ^ ow[4 * v + 2]) | (tw[4 * v + 3] ^ ow[4 * v + 3]))
+					Tp[v] = make_uint4(tw[4 * v], tw[4 * v + 1], tw[4 * v + 2], tw[4 * v + 3]);
+			if ((np[0] ^ pw[0]) | (np[1] ^ pw[1]) | (np[2] ^ pw[2]) | (np[3] ^ pw[3]))
+				*(uint4 *)(a.packed + b0) = make_uint4(np[0], np[1], np[2], np[3]);
+		} else if (b0 < nb) {
+			for (int j = 0; j < (int)(nb - b0); j++) {
+				int T[5];
+				int8_t *tp = a.T + i0 + 5u * j;
+				for (int d = 0; d < 5; d++) T[d] = tp[d];
+				unsigned int m;
+				unsigned int byte = a.packed[b0 + j];
+				unsigned int nbyte = st_byte<CAPPING>(byte, T, i0 + 5u * j, a, p32, capnow,
+								   ct, &m);
+				for (int d = 0; d < 5; d++) tp[d] = (int8_t)T[d];
+				if (nbyte != byte) a.packed[b0 + j] = (uint8_t)nbyte;
+				int p = 5 * j;
+				fm[p >> 5] |= m << (p & 31);
+				if ((p & 31) > 27) fm[(p >> 5) + 1] |= m >> (32 - (p & 31));
+			}
+		}
+		if (count_flips && (fm[0] | fm[1] | fm[2])) {
+			if (e.fuse) {
+				int pos0 = tid * 80;
+				int gs = 1 << e.lg;
+				for (int l = pos0 >> e.lg; l <= (pos0 + 79) >> e.lg; l++) {
+					int lo = (l << e.lg) - pos0, hi = lo + gs;
+					int n = st_popc_range(fm, lo < 0 ? 0 : lo, hi > 80 ? 80 : hi);
+					if (n) atomicAdd(&fl[l], n);
+				}
+			} else {
+				for (int p = 0; p < 80; p++)
+					if ((fm[p >> 5] >> (p & 31)) & 1u) st_score_sub(a, i0 + (uint64_t)p, 1);
+			}
+		}
+		if (e.fuse) {
+			__syncthreads();
+			int64_t G0 = tile * (int64_t)ngt;
+			for (int l = tid; l < ngt; l += 256) {
+				int64_t G = G0 + l;
+				if (G >= e.ng) break;
+				int s = e.score[G];
+				if (count_flips) s -= fl[l];
+				ech += erule_one(s, G, e);
+			}
+			__syncthreads();
+		}
+	}
+	block_add_u64(ct.flips, &a.ws->stats[0]);
+	block_add_u64(ct.cand, &a.ws->stats[1]);
+	block_add_u64(ct.sat, &a.ws->stats[2]);
+	block_add_u64(ct.capped, &a.ws->stats[3]);
+	block_add_u64(ech, &a.ws->stats[4]);
+	block_add_u64(ct.zeros, &a.ws->stats[5]);
+}
+
+/* fast candidate count (flip cap on), same layout */
+__global__ void __launch_bounds__(256) step_count_fast_kernel4(step_args a)
+{
+	const int64_t nb = a.rows * a.rb;
+	unsigned int cand = 0;
+	for (int64_t b0 = ((int64_t)blockIdx.x * 256 + threadIdx.x) * 16; b0 < nb;
+	     b0 += (int64_t)gridDim.x * 256 * 16) {
+		const uint64_t i0 = (uint64_t)b0 * 5u;
+		if (b0 + 16 <= nb) {
+			uint4 pk = *(const uint4 *)(a.packed + b0);
+			const uint4 *Tp = (const uint4 *)(a.T + i0);
+			uint32_t tw[20];
+#pragma unroll
+			for (int v = 0; v < 5; v++) {
+				uint4 x = Tp[v];
+				tw[4 * v] = x.x; tw[4 * v + 1] = x.y; tw[4 * v + 2] = x.z; tw[4 * v + 3] = x.w;
+			}
+			uint32_t pw[4] = { pk.x, pk.y, pk.z, pk.w };
+#pragma unroll
+			for (int j = 0; j < 16; j++) {
+				unsigned int q = (pw[j >> 2] >> (8 * (j & 3))) & 0xffu;
+#pragma unroll
+				for (int d = 0; d < 5; d++) {
+					unsigned int q1 = (q * 43691u) >> 17;
+					int tr = (int)(q - 3u * q1) - 1;
+					q = q1;
+					int p = 5 * j + d;
+					int t = (int)(int8_t)(tw[p >> 2] >> (8 * (p & 3)));
+					int at = t < 0 ? -t : t;
+					cand += at >= a.thr && tr != (t > 0 ? 1 : -1);
+				}
+			}
+		} else {
+			for (int64_t b = b0; b < nb; b++) {
+				unsigned int q = a.packed[b];
+				for (int d = 0; d < 5; d++) {
+					unsigned int q1 = (q * 43691u) >> 17;
+					int tr = (int)(q - 3u * q1) - 1;
+					q = q1;
+					int t = a.T[(uint64_t)b * 5u + d];
+					int at = t < 0 ? -t : t;
+					cand += at >= a.thr && tr != (t > 0 ? 1 : -1);
+				}
+			}
+		}
+	}
+	block_add_u64(cand, &a.ws->cand);
+}
+
 static void c_tern_step(arb_backend *be, arb_tern *w, const arb_step *p,
 			arb_step_stats *st)
 {
 	if (st) memset(st, 0, sizeof *st);
 	tern_ws *ws = (tern_ws *)w->ws_dev;
-	CK(cudaMemsetAsync(ws->stats, 0, sizeof ws->stats, 0));
-	CK(cudaMemsetAsync(&ws->cand, 0, sizeof ws->cand, 0));
+	/* ws->stats, sumsq, measured and cand are zero between steps: zeroed at
+	 * alloc/init and after every step (one memset instead of three) */
 	step_args a;
 	a.packed = w->packed;
 	a.T = w->T_accum;
@@ -494,15 +778,48 @@ static void c_tern_step(arb_backend *be, arb_tern *w, const arb_step *p,
 		unsigned long long z = 0;
 		CK(cudaMemcpy(&z, &ws->stats[5], sizeof z, cudaMemcpyDeviceToHost));
 		if (st) st->zeros = (int64_t)z;
+		CK(cudaMemsetAsync(ws->stats, 0, sizeof ws->stats, 0));
 		return;
 	}
-	if (a.capping) {
-		step_count_kernel1<<<grid, 256>>>(a);
-		CK_LAUNCH(step_count);
+	int fast = !cuda_legacy("step") && w->cols % 5 == 0 && ((uintptr_t)w->packed & 15) == 0 &&
+		   ((uintptr_t)w->T_accum & 15) == 0;
+	int fused = 0;
+	if (fast) {
+		erule_args e;
+		memset(&e, 0, sizeof e);
+		int gs = w->group_size, lg = 0;
+		while ((1 << lg) < gs) lg++;
+		if (w->score && (1 << lg) == gs && w->cols % gs == 0) {
+			fused = 1;
+			e.E = w->E;
+			e.Eacc = w->erule == ARB_ERULE_RESIDUAL ? w->E_accum : NULL;
+			e.corr = w->erule == ARB_ERULE_BIGINT ? w->corr : NULL;
+			e.score = w->score;
+			e.ng = w->rows * (int64_t)w->groups;
+			e.ethr = p->e_threshold; e.emin = p->e_min; e.emax = p->e_max;
+			e.fuse = 1; e.lg = lg;
+		}
+		int64_t ntiles = (nb + ST_TILE - 1) / ST_TILE;
+		int64_t g4 = (int64_t)g_priv.sms * 4;
+		unsigned int gf = (unsigned int)(ntiles < g4 ? ntiles : g4);
+		if (gf < 1) gf = 1;
+		if (a.capping) {
+			step_count_fast_kernel4<<<gf, 256>>>(a);
+			CK_LAUNCH(step_count_fast);
+			step_fast_kernel4<1><<<gf, 256>>>(a, e);
+		} else {
+			step_fast_kernel4<0><<<gf, 256>>>(a, e);
+		}
+		CK_LAUNCH(step_fast);
+	} else {
+		if (a.capping) {
+			step_count_kernel1<<<grid, 256>>>(a);
+			CK_LAUNCH(step_count);
+		}
+		step_apply_kernel2<<<grid, 256>>>(a);
+		CK_LAUNCH(step_apply);
 	}
-	step_apply_kernel2<<<grid, 256>>>(a);
-	CK_LAUNCH(step_apply);
-	if (w->score) {
+	if (w->score && !fused) {
 		int64_t ng = w->rows * (int64_t)w->groups;
 		step_erule_kernel3<<<grid_for(ng, 256), 256>>>(w->score, w->E,
 			w->erule == ARB_ERULE_RESIDUAL ? w->E_accum : NULL,
@@ -524,7 +841,7 @@ static void c_tern_step(arb_backend *be, arb_tern *w, const arb_step *p,
 	double sumsq = h.sumsq + w->sumsq;
 	if (sumsq > 0.0) w->rms_log2 = (int8_t)arb_rms_log2(sumsq, w->rows * w->cols);
 	w->sumsq = 0.0;
-	CK(cudaMemsetAsync(&ws->sumsq, 0, sizeof ws->sumsq, 0));
+	CK(cudaMemsetAsync(ws, 0, offsetof(tern_ws, cand) + sizeof ws->cand, 0));
 }
 
 /* ---------------------------------------------------------------------------
