@@ -18,126 +18,16 @@
  */
 #include <cuda_runtime.h>
 #include <dlfcn.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <algorithm>
 #include <vector>
-#include "arb/plugin.h"
+#include "arb/harness.h"
 
 #define CUDA_OK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { \
 	fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, \
 		cudaGetErrorString(e_)); exit(1); } } while (0)
-
-struct bconf {
-	int64_t experts, top_k, rank, hidden, dense;
-	double balance;
-};
-
-struct bhost {
-	arb_host h;        /* first */
-	arb_backend *be;
-	arb_model_info info;
-	bconf conf;
-	std::vector<arb_tern *> t;
-};
-
-static void b_log(const arb_host *, int level, const char *fmt, ...)
-{
-	if (level > ARB_LOG_WARN) return;
-	va_list ap;
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-static int b_set_error(arb_error *err, int code, const char *fmt, ...)
-{
-	if (!err) return code;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-	va_end(ap);
-	err->code = code;
-	return code;
-}
-
-static const arb_model_info *b_model(const arb_host *h)
-{
-	return &((const bhost *)h)->info;
-}
-
-static arb_backend *b_backend(const arb_host *h)
-{
-	return ((const bhost *)h)->be;
-}
-
-static int64_t b_conf_int(const arb_conf *c, const char *key)
-{
-	const bconf *b = (const bconf *)c;
-	if (!strcmp(key, "experts")) return b->experts;
-	if (!strcmp(key, "top_k")) return b->top_k;
-	if (!strcmp(key, "rank")) return b->rank;
-	if (!strcmp(key, "hidden")) return b->hidden;
-	if (!strcmp(key, "dense_dispatch_max_tokens")) return b->dense;
-	fprintf(stderr, "bench: unexpected key %s\n", key);
-	exit(1);
-}
-
-static double b_conf_float(const arb_conf *c, const char *)
-{
-	return ((const bconf *)c)->balance;
-}
-
-static int b_conf_int_list(const arb_conf *, const char *, int64_t *out, int max)
-{
-	if (max > 0) out[0] = 0;
-	return 1;
-}
-
-static arb_status b_tern_create(const arb_host *h, const char *instance,
-				const char *name, int64_t rows, int64_t cols,
-				const arb_tern_param *p, arb_tern **out,
-				arb_error *err)
-{
-	bhost *bh = (bhost *)h;
-	arb_tern *t = (arb_tern *)calloc(1, sizeof *t);
-	snprintf(t->name, sizeof t->name, "%s.%s", instance, name);
-	int gs = p->group_size ? p->group_size : bh->info.group_size;
-	double zf = p->zero_frac < 0 ? 1.0 / 3 : p->zero_frac;
-	t->rows = rows;
-	t->cols = cols;
-	t->group_size = gs;
-	t->groups = arb_groups(cols, gs);
-	t->row_bytes = arb_row_bytes(cols);
-	t->flags = ARB_TERN_DEVICE;
-	t->id = (uint32_t)bh->t.size();
-	t->erule = ARB_ERULE_FROZEN;
-	t->rms_log2 = ARB_RMS_UNKNOWN;
-	arb_status s = bh->be->tern_alloc(bh->be, t, err);
-	if (s) {
-		free(t);
-		return s;
-	}
-	arb_tern_init ini;
-	memset(&ini, 0, sizeof ini);
-	ini.seed = bh->info.seed;
-	ini.zero_frac = zf;
-	ini.e_init = arb_e_from_fanin(p->fan_in ? p->fan_in : cols, zf);
-	ini.accum_init = 4;
-	bh->be->tern_init(bh->be, t, &ini);
-	bh->t.push_back(t);
-	*out = t;
-	return ARB_OK;
-}
-
-static arb_status b_publish(const arb_host *, const char *, const arb_named *,
-			    arb_error *)
-{
-	return ARB_OK;
-}
 
 static const arb_plugin *load_plugin(const char *path)
 {
@@ -165,42 +55,36 @@ static void bench_shape(const arb_plugin *pl, arb_backend *be, const char *label
 			int B, int T, int D, int E, int k, int r, int64_t dense,
 			int iters)
 {
-	bhost bh;
-	memset(&bh.h, 0, sizeof bh.h);
-	bh.be = be;
-	bh.conf.experts = E;
-	bh.conf.top_k = k;
-	bh.conf.rank = r;
-	bh.conf.hidden = 0;
-	bh.conf.dense = dense;
-	bh.conf.balance = 0.01;
-	bh.h.abi_version = ARB_ABI_VERSION;
-	bh.h.struct_size = sizeof bh.h;
-	bh.h.log = b_log;
-	bh.h.set_error = b_set_error;
-	bh.h.model = b_model;
-	bh.h.backend = b_backend;
-	bh.h.conf_int = b_conf_int;
-	bh.h.conf_float = b_conf_float;
-	bh.h.conf_int_list = b_conf_int_list;
-	bh.h.tern_create = b_tern_create;
-	bh.h.publish = b_publish;
-	memset(&bh.info, 0, sizeof bh.info);
-	bh.info.struct_size = sizeof bh.info;
-	bh.info.d_model = D;
-	bh.info.n_layers = 1;
-	bh.info.n_heads = 8;
-	bh.info.ctx = T;
-	bh.info.batch = B;
-	bh.info.group_size = 32;
-	bh.info.seed = 7;
+	/* the test host of arb/harness.h; tensors start with T_accum uniform in
+	 * [-4, 4] */
+	arb_harness *H = (arb_harness *)calloc(1, sizeof *H);
+	arb_model_info mi;
+	memset(&mi, 0, sizeof mi);
+	mi.d_model = D;
+	mi.n_layers = 1;
+	mi.n_heads = 8;
+	mi.ctx = T;
+	mi.batch = B;
+	mi.group_size = 32;
+	mi.seed = 7;
+	arb_harness_init(H, be, &mi);
+	H->accum_init = 4;
+	arb_harness_use(H, pl);
 	arb_error err;
 	memset(&err, 0, sizeof err);
-	void *self = NULL;
-	if (pl->create(&bh.h, (const arb_conf *)&bh.conf, "moe", &self, &err)) {
+	if (arb_harness_setf(H, "experts", &err, "%d", E) ||
+	    arb_harness_setf(H, "top_k", &err, "%d", k) ||
+	    arb_harness_setf(H, "rank", &err, "%d", r) ||
+	    arb_harness_set(H, "hidden", "0", &err) ||
+	    arb_harness_setf(H, "dense_dispatch_max_tokens", &err, "%lld",
+			     (long long)dense) ||
+	    arb_harness_set(H, "balance", "0.01", &err) ||
+	    arb_harness_set(H, "layers", "0", &err) ||
+	    arb_harness_create(H, "moe", &err)) {
 		fprintf(stderr, "bench_moe: create: %s\n", err.msg);
 		exit(1);
 	}
+	void *self = H->self;
 	size_t n = (size_t)B * T * D;
 	std::vector<float> hx(n), hdy(n);
 	uint64_t z = 99;
@@ -262,11 +146,7 @@ static void bench_shape(const arb_plugin *pl, arb_backend *be, const char *label
 			exit(1);
 		}
 		CUDA_OK(cudaEventRecord(ev[2], 0));
-		for (arb_tern *t : bh.t) {
-			arb_step_stats st;
-			memset(&st, 0, sizeof st);
-			be->tern_step(be, t, &sp, &st);
-		}
+		arb_harness_step(H, &sp, NULL);
 		CUDA_OK(cudaEventRecord(ev[3], 0));
 		CUDA_OK(cudaEventSynchronize(ev[3]));
 		float a, b, c, d;
@@ -291,15 +171,12 @@ static void bench_shape(const arb_plugin *pl, arb_backend *be, const char *label
 	       median(tu), median(tt), iters);
 	fflush(stdout);
 	for (int i = 0; i < 4; i++) cudaEventDestroy(ev[i]);
-	pl->destroy(self);
 	be->free(be, x);
 	be->free(be, y);
 	be->free(be, dy);
 	be->free(be, dx);
-	for (arb_tern *t : bh.t) {
-		be->tern_free(be, t);
-		free(t);
-	}
+	arb_harness_free(H); /* pl->destroy(self), the tensors */
+	free(H);
 }
 
 int main(int argc, char **argv)

@@ -1,9 +1,9 @@
 /*
  * tests/check_graph.c -- the `graph` plugin (MoEGraph). The plugin is loaded
- * with dlopen from $ARB_TEST_BUILD/plugins/graph.so and run by a small test
- * host (tern_create on the backend's tern_alloc/tern_init, conf from a
- * struct, publish/lookup in a table); the VQ is stood in for by publishing
- * "vq.shared.codes" from the test. The host-side pieces (edge list, active
+ * with dlopen from $ARB_TEST_BUILD/plugins/graph.so and run by arb/harness.h's
+ * test host (tern_create on the backend's tern_alloc/tern_init, the section's
+ * keys set from a struct, publish/lookup in a table); the VQ is stood in for
+ * by publishing "vq.shared.codes" from the test. The host-side pieces (edge list, active
  * subgraph, CPU kernels) are tested directly through graph_core.h (static
  * functions, nothing linked from the plugin).
  *
@@ -27,11 +27,11 @@
 #include <check.h>
 #include <dlfcn.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "core.h"
+#include "arb/harness.h"
 #include "testutil.h"
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
@@ -56,7 +56,7 @@ static const arb_plugin *graph_desc(void)
 }
 
 /* ------------------------------------------------------------------------
- * test host */
+ * test host: arb/harness.h's, with the section from a struct */
 
 typedef struct gconf {
 	int64_t nodes, node_dim, hops, rank, max_edges, window, decay_every,
@@ -64,158 +64,7 @@ typedef struct gconf {
 	double halt_threshold, halt_bias, ponder;
 } gconf;
 
-#define MAXT 64
-#define MAXPUB 8
-typedef struct thost {
-	arb_host h;          /* first: the plugin's host pointer is a thost */
-	arb_backend *be;
-	arb_model_info info;
-	arb_tern *t[MAXT];
-	int n;
-	char pubname[MAXPUB][128];
-	arb_named pub[MAXPUB];
-	int npub;
-	gconf conf;
-	void *self;
-} thost;
-
-static void th_log(const arb_host *h, int level, const char *fmt, ...)
-	ARB_PRINTF(3, 4);
-static void th_log(const arb_host *h, int level, const char *fmt, ...)
-{
-	if (level > ARB_LOG_WARN) return;
-	va_list ap;
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-static int th_set_error(arb_error *err, int code, const char *fmt, ...)
-	ARB_PRINTF(3, 4);
-static int th_set_error(arb_error *err, int code, const char *fmt, ...)
-{
-	if (!err) return code;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-	va_end(ap);
-	err->code = code;
-	return code;
-}
-
-static const arb_model_info *th_model(const arb_host *h)
-{
-	return &((const thost *)h)->info;
-}
-
-static arb_backend *th_backend(const arb_host *h)
-{
-	return ((const thost *)h)->be;
-}
-
-static int64_t th_conf_int(const arb_conf *c, const char *key)
-{
-	const gconf *t = (const gconf *)c;
-	if (!strcmp(key, "nodes")) return t->nodes;
-	if (!strcmp(key, "node_dim")) return t->node_dim;
-	if (!strcmp(key, "hops")) return t->hops;
-	if (!strcmp(key, "rank")) return t->rank;
-	if (!strcmp(key, "max_edges")) return t->max_edges;
-	if (!strcmp(key, "window")) return t->window;
-	if (!strcmp(key, "decay_every")) return t->decay_every;
-	if (!strcmp(key, "edge_threshold")) return t->edge_threshold;
-	if (!strcmp(key, "max_iters")) return t->max_iters;
-	if (!strcmp(key, "experts_layer")) return t->experts_layer;
-	ck_abort_msg("conf_int: unexpected key %s", key);
-	return 0;
-}
-
-static double th_conf_float(const arb_conf *c, const char *key)
-{
-	const gconf *t = (const gconf *)c;
-	if (!strcmp(key, "halt_threshold")) return t->halt_threshold;
-	if (!strcmp(key, "halt_bias")) return t->halt_bias;
-	if (!strcmp(key, "ponder")) return t->ponder;
-	ck_abort_msg("conf_float: unexpected key %s", key);
-	return 0;
-}
-
-static const char *th_conf_str(const arb_conf *c, const char *key)
-{
-	if (!strcmp(key, "vq")) return "shared";
-	if (!strcmp(key, "experts")) return "";
-	ck_abort_msg("conf_str: unexpected key %s", key);
-	return "";
-}
-
-static arb_status th_tern_create(const arb_host *h, const char *instance,
-				 const char *name, int64_t rows, int64_t cols,
-				 const arb_tern_param *p, arb_tern **out,
-				 arb_error *err)
-{
-	thost *th = (thost *)h;
-	ck_assert_int_lt(th->n, MAXT);
-	arb_tern *t = calloc(1, sizeof *t);
-	snprintf(t->name, sizeof t->name, "%s.%s", instance, name);
-	for (int i = 0; i < th->n; i++)
-		ck_assert_str_ne(th->t[i]->name, t->name);
-	int gs = p->group_size ? p->group_size : th->info.group_size;
-	double zf = p->zero_frac < 0 ? 1.0 / 3 : p->zero_frac;
-	t->rows = rows;
-	t->cols = cols;
-	t->group_size = gs;
-	t->groups = arb_groups(cols, gs);
-	t->row_bytes = arb_row_bytes(cols);
-	t->flags = (th->be->is_device ? ARB_TERN_DEVICE : 0) |
-		   (p->sparse ? ARB_TERN_SPARSE : 0);
-	t->id = (uint32_t)th->n;
-	t->erule = ARB_ERULE_FROZEN;
-	t->rms_log2 = ARB_RMS_UNKNOWN;
-	arb_status s = th->be->tern_alloc(th->be, t, err);
-	if (s) {
-		free(t);
-		return s;
-	}
-	arb_tern_init ini;
-	memset(&ini, 0, sizeof ini);
-	ini.seed = th->info.seed;
-	ini.zero_frac = zf;
-	ini.e_init = arb_e_from_fanin(p->fan_in ? p->fan_in : cols, zf);
-	th->be->tern_init(th->be, t, &ini);
-	th->t[th->n++] = t;
-	*out = t;
-	return ARB_OK;
-}
-
-static arb_status th_publish(const arb_host *h, const char *name,
-			     const arb_named *t, arb_error *err)
-{
-	thost *th = (thost *)h;
-	int i = 0;
-	while (i < th->npub && strcmp(th->pubname[i], name)) i++;
-	ck_assert_int_lt(i, MAXPUB);
-	if (i == th->npub) {
-		snprintf(th->pubname[i], sizeof th->pubname[i], "%s", name);
-		th->npub++;
-	}
-	th->pub[i] = *t;
-	return ARB_OK;
-}
-
-static const arb_named *th_lookup(const arb_host *h, const char *name)
-{
-	const thost *th = (const thost *)h;
-	for (int i = 0; i < th->npub; i++)
-		if (!strcmp(th->pubname[i], name)) return &th->pub[i];
-	return NULL;
-}
-
-static arb_status th_call(const arb_host *h, const char *instance, arb_io *io,
-			  arb_error *err)
-{
-	return th_set_error(err, ARB_ERR_PLUGIN, "no component '%s'", instance);
-}
+typedef arb_harness thost;
 
 static gconf conf_default(void)
 {
@@ -240,65 +89,69 @@ static gconf conf_default(void)
 static thost *th_new(arb_backend *be, int D, const gconf *c)
 {
 	thost *th = calloc(1, sizeof *th);
-	th->be = be;
-	th->conf = *c;
-	th->h.abi_version = ARB_ABI_VERSION;
-	th->h.struct_size = sizeof th->h;
-	th->h.log = th_log;
-	th->h.set_error = th_set_error;
-	th->h.model = th_model;
-	th->h.backend = th_backend;
-	th->h.conf_int = th_conf_int;
-	th->h.conf_float = th_conf_float;
-	th->h.conf_str = th_conf_str;
-	th->h.tern_create = th_tern_create;
-	th->h.publish = th_publish;
-	th->h.lookup = th_lookup;
-	th->h.call_forward = th_call;
-	th->h.call_backward = th_call;
-	th->info.struct_size = sizeof th->info;
-	th->info.d_model = D;
-	th->info.n_layers = 2;
-	th->info.n_heads = 1;
-	th->info.ctx = 16;
-	th->info.batch = 4;
-	th->info.group_size = 4;
-	th->info.seed = 4321;
+	arb_model_info mi = { sizeof mi, D, 2, 1, 16, 4, 4, 4321 };
+	arb_harness_init(th, be, &mi); /* D, layers, heads, ctx, batch, group, seed */
+	arb_harness_use(th, graph_desc());
+	const struct { const char *key; int64_t v; } ik[] = {
+		{ "nodes", c->nodes }, { "node_dim", c->node_dim },
+		{ "hops", c->hops }, { "rank", c->rank },
+		{ "max_edges", c->max_edges }, { "window", c->window },
+		{ "decay_every", c->decay_every },
+		{ "edge_threshold", c->edge_threshold },
+		{ "max_iters", c->max_iters }, { "experts_layer", c->experts_layer },
+	};
+	const struct { const char *key; double v; } fk[] = {
+		{ "halt_threshold", c->halt_threshold },
+		{ "halt_bias", c->halt_bias }, { "ponder", c->ponder },
+	};
 	arb_error err = { 0 };
-	arb_status s = graph_desc()->create(&th->h, (const arb_conf *)&th->conf,
-					    "g", &th->self, &err);
+	arb_status s = arb_harness_set(th, "vq", "shared", &err);
+	if (!s) s = arb_harness_set(th, "experts", "", &err);
+	for (size_t i = 0; !s && i < sizeof ik / sizeof ik[0]; i++)
+		s = arb_harness_setf(th, ik[i].key, &err, "%lld", (long long)ik[i].v);
+	for (size_t i = 0; !s && i < sizeof fk / sizeof fk[0]; i++)
+		s = arb_harness_setf(th, fk[i].key, &err, "%.17g", fk[i].v);
+	ck_assert_msg(s == ARB_OK, "conf: %s", err.msg);
+	s = arb_harness_create(th, "g", &err);
 	ck_assert_msg(s == ARB_OK, "create: %s", err.msg);
 	return th;
 }
 
+static const arb_named *th_lookup(thost *th, const char *name)
+{
+	return th->host.lookup(&th->host, name);
+}
+
+/* the backend the instance was created on (what io->be must be) */
+static arb_backend *th_be(thost *th)
+{
+	return th->host.backend(&th->host);
+}
+
 static void th_free(thost *th)
 {
-	graph_desc()->destroy(th->self);
-	for (int i = 0; i < th->n; i++) {
-		th->be->tern_free(th->be, th->t[i]);
-		free(th->t[i]);
-	}
-	for (int i = 0; i < th->npub; i++)
-		if (!strcmp(th->pubname[i], "vq.shared.codes"))
-			th->be->free(th->be, th->pub[i].data);
+	const arb_named *codes = th_lookup(th, "vq.shared.codes");
+	arb_harness_free(th);
+	if (codes) th->be->free(th->be, codes->data);
 	free(th);
 }
 
 /* publish codes[M] (host) as the vq instance would */
 static void th_codes(thost *th, const int32_t *codes, int64_t M)
 {
-	const arb_named *old = th_lookup(&th->h, "vq.shared.codes");
-	if (old) th->be->free(th->be, old->data);
+	arb_backend *be = th->be;
+	const arb_named *old = th_lookup(th, "vq.shared.codes");
+	if (old) be->free(be, old->data);
 	arb_named t;
 	memset(&t, 0, sizeof t);
 	t.struct_size = sizeof t;
 	t.dtype = ARB_I32;
 	t.ndim = 1;
 	t.shape[0] = M;
-	t.data = th->be->alloc(th->be, (size_t)M * 4);
-	th->be->upload(th->be, t.data, codes, (size_t)M * 4);
+	t.data = be->alloc(be, (size_t)M * 4);
+	be->upload(be, t.data, codes, (size_t)M * 4);
 	arb_error err = { 0 };
-	ck_assert_int_eq(th_publish(&th->h, "vq.shared.codes", &t, &err), ARB_OK);
+	ck_assert_int_eq(th->host.publish(&th->host, "vq.shared.codes", &t, &err), ARB_OK);
 }
 
 /* host-memory forward on the CPU backend: y = graph(x) (y starts at 0) */
@@ -310,7 +163,7 @@ static double cpu_fwd(thost *th, int B, int T, const float *x, float *y,
 	arb_io io;
 	memset(&io, 0, sizeof io);
 	io.struct_size = sizeof io;
-	io.be = th->be;
+	io.be = th_be(th);
 	io.B = B;
 	io.T = T;
 	io.D = D;
@@ -333,7 +186,7 @@ static void cpu_bwd(thost *th, int B, int T, const float *x, const float *dy,
 	arb_io io;
 	memset(&io, 0, sizeof io);
 	io.struct_size = sizeof io;
-	io.be = th->be;
+	io.be = th_be(th);
 	io.B = B;
 	io.T = T;
 	io.D = D;
@@ -357,7 +210,7 @@ static void th_step(thost *th, uint64_t step)
 
 static const float *th_ponder(thost *th)
 {
-	const arb_named *p = th_lookup(&th->h, "graph.g.ponder");
+	const arb_named *p = th_lookup(th, "graph.g.ponder");
 	ck_assert_ptr_nonnull(p);
 	ck_assert_int_eq(p->dtype, ARB_F32);
 	return p->data;
@@ -819,7 +672,7 @@ START_TEST(test_missing_codes)
 	arb_io io;
 	memset(&io, 0, sizeof io);
 	io.struct_size = sizeof io;
-	io.be = th->be;
+	io.be = th_be(th);
 	io.B = TB;
 	io.T = TT;
 	io.D = TD;
@@ -882,7 +735,7 @@ START_TEST(test_gpu_vs_cpu)
 		arb_io io;
 		memset(&io, 0, sizeof io);
 		io.struct_size = sizeof io;
-		io.be = gpu;
+		io.be = th_be(hg);
 		io.B = TB;
 		io.T = TT;
 		io.D = TD;

@@ -1,8 +1,9 @@
 /*
  * tests/check_moe.c -- the `moe` plugin (SharedProjectionMoE) through its
  * descriptor, loaded with dlopen from $ARB_TEST_BUILD/plugins/moe.so and run
- * by a small test host (tern_create on the backend's tern_alloc/tern_init,
- * conf from a struct, publish into a table). No model is involved.
+ * by arb/harness.h's test host (tern_create on the backend's
+ * tern_alloc/tern_init, the section's keys set from a struct, publish into a
+ * table). No model is involved.
  *
  * Loss: L = sum(y * R) + aux_loss with R fixed random, so dy = R.
  *   inputs   dL/dx against central differences of L (eps 1e-2)
@@ -24,11 +25,11 @@
 #include <check.h>
 #include <dlfcn.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "core.h"
+#include "arb/harness.h"
 #include "testutil.h"
 
 /* ------------------------------------------------------------------------
@@ -52,7 +53,7 @@ static const arb_plugin *moe_desc(void)
 }
 
 /* ------------------------------------------------------------------------
- * test host */
+ * test host: arb/harness.h's, with the section from a struct */
 
 typedef struct tconf {
 	int64_t experts, top_k, rank, hidden, dense;
@@ -61,143 +62,10 @@ typedef struct tconf {
 	int64_t layers[8];
 } tconf;
 
-#define MAXT 64
-#define MAXPUB 32
 typedef struct thost {
-	arb_host h;          /* first: the plugin's host pointer is a thost */
-	arb_backend *be;
-	arb_model_info info;
-	arb_tern *t[MAXT];
-	int n;
-	char pubname[MAXPUB][128];
-	arb_named pub[MAXPUB];
-	int npub;
+	arb_harness H;       /* host, conf, tensors (H.tern), named tensors */
 	tconf conf;
-	void *self;
 } thost;
-
-static void th_log(const arb_host *h, int level, const char *fmt, ...)
-	ARB_PRINTF(3, 4);
-static void th_log(const arb_host *h, int level, const char *fmt, ...)
-{
-	if (level > ARB_LOG_WARN) return;
-	va_list ap;
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-static int th_set_error(arb_error *err, int code, const char *fmt, ...)
-	ARB_PRINTF(3, 4);
-static int th_set_error(arb_error *err, int code, const char *fmt, ...)
-{
-	if (!err) return code;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-	va_end(ap);
-	err->code = code;
-	return code;
-}
-
-static const arb_model_info *th_model(const arb_host *h)
-{
-	return &((const thost *)h)->info;
-}
-
-static arb_backend *th_backend(const arb_host *h)
-{
-	return ((const thost *)h)->be;
-}
-
-static int64_t th_conf_int(const arb_conf *c, const char *key)
-{
-	const tconf *t = (const tconf *)c;
-	if (!strcmp(key, "experts")) return t->experts;
-	if (!strcmp(key, "top_k")) return t->top_k;
-	if (!strcmp(key, "rank")) return t->rank;
-	if (!strcmp(key, "hidden")) return t->hidden;
-	if (!strcmp(key, "dense_dispatch_max_tokens")) return t->dense;
-	ck_abort_msg("conf_int: unexpected key %s", key);
-	return 0;
-}
-
-static double th_conf_float(const arb_conf *c, const char *key)
-{
-	ck_assert_str_eq(key, "balance");
-	return ((const tconf *)c)->balance;
-}
-
-static int th_conf_int_list(const arb_conf *c, const char *key, int64_t *out,
-			    int max)
-{
-	const tconf *t = (const tconf *)c;
-	ck_assert_str_eq(key, "layers");
-	for (int i = 0; i < t->nlayers && i < max; i++) out[i] = t->layers[i];
-	return t->nlayers;
-}
-
-static arb_status th_tern_create(const arb_host *h, const char *instance,
-				 const char *name, int64_t rows, int64_t cols,
-				 const arb_tern_param *p, arb_tern **out,
-				 arb_error *err)
-{
-	thost *th = (thost *)h;
-	ck_assert_int_lt(th->n, MAXT);
-	arb_tern *t = calloc(1, sizeof *t);
-	snprintf(t->name, sizeof t->name, "%s.%s", instance, name);
-	for (int i = 0; i < th->n; i++)
-		ck_assert_str_ne(th->t[i]->name, t->name);
-	int gs = p->group_size ? p->group_size : th->info.group_size;
-	double zf = p->zero_frac < 0 ? 1.0 / 3 : p->zero_frac;
-	t->rows = rows;
-	t->cols = cols;
-	t->group_size = gs;
-	t->groups = arb_groups(cols, gs);
-	t->row_bytes = arb_row_bytes(cols);
-	t->flags = th->be->is_device ? ARB_TERN_DEVICE : 0;
-	t->id = (uint32_t)th->n;
-	t->erule = ARB_ERULE_FROZEN;
-	t->rms_log2 = ARB_RMS_UNKNOWN;
-	arb_status s = th->be->tern_alloc(th->be, t, err);
-	if (s) {
-		free(t);
-		return s;
-	}
-	arb_tern_init ini;
-	memset(&ini, 0, sizeof ini);
-	ini.seed = th->info.seed;
-	ini.zero_frac = zf;
-	ini.e_init = arb_e_from_fanin(p->fan_in ? p->fan_in : cols, zf);
-	th->be->tern_init(th->be, t, &ini);
-	th->t[th->n++] = t;
-	*out = t;
-	return ARB_OK;
-}
-
-static arb_status th_publish(const arb_host *h, const char *name,
-			     const arb_named *t, arb_error *err)
-{
-	thost *th = (thost *)h;
-	int i = 0;
-	while (i < th->npub && strcmp(th->pubname[i], name)) i++;
-	ck_assert_int_lt(i, MAXPUB);
-	if (i == th->npub) {
-		snprintf(th->pubname[i], sizeof th->pubname[i], "%s", name);
-		th->npub++;
-	}
-	th->pub[i] = *t;
-	return ARB_OK;
-}
-
-static const arb_named *th_lookup(const arb_host *h, const char *name)
-{
-	const thost *th = (const thost *)h;
-	for (int i = 0; i < th->npub; i++)
-		if (!strcmp(th->pubname[i], name)) return &th->pub[i];
-	return NULL;
-}
 
 static tconf conf_default(void)
 {
@@ -217,42 +85,33 @@ static tconf conf_default(void)
 static thost *th_new(arb_backend *be, int D, const tconf *c)
 {
 	thost *th = calloc(1, sizeof *th);
-	th->be = be;
-	th->conf = *c;
-	th->h.abi_version = ARB_ABI_VERSION;
-	th->h.struct_size = sizeof th->h;
-	th->h.log = th_log;
-	th->h.set_error = th_set_error;
-	th->h.model = th_model;
-	th->h.backend = th_backend;
-	th->h.conf_int = th_conf_int;
-	th->h.conf_float = th_conf_float;
-	th->h.conf_int_list = th_conf_int_list;
-	th->h.tern_create = th_tern_create;
-	th->h.publish = th_publish;
-	th->h.lookup = th_lookup;
-	th->info.struct_size = sizeof th->info;
-	th->info.d_model = D;
-	th->info.n_layers = 2;
-	th->info.n_heads = 1;
-	th->info.ctx = 64;
-	th->info.batch = 4;
-	th->info.group_size = 4;
-	th->info.seed = 1234;
+	arb_harness *H = &th->H;
+	arb_model_info mi = { sizeof mi, D, 2, 1, 64, 4, 4, 1234 };
+	arb_harness_init(H, be, &mi); /* D, layers, heads, ctx, batch, group, seed */
+	arb_harness_use(H, moe_desc());
 	arb_error err = { 0 };
-	arb_status s = moe_desc()->create(&th->h, (const arb_conf *)&th->conf,
-					  "moe", &th->self, &err);
+	char lay[128] = "";
+	for (int i = 0; i < c->nlayers; i++)
+		snprintf(lay + strlen(lay), sizeof lay - strlen(lay), "%s%lld",
+			 i ? "," : "", (long long)c->layers[i]);
+	arb_status s = arb_harness_setf(H, "experts", &err, "%lld", (long long)c->experts);
+	if (!s) s = arb_harness_setf(H, "top_k", &err, "%lld", (long long)c->top_k);
+	if (!s) s = arb_harness_setf(H, "rank", &err, "%lld", (long long)c->rank);
+	if (!s) s = arb_harness_setf(H, "hidden", &err, "%lld", (long long)c->hidden);
+	if (!s) s = arb_harness_setf(H, "dense_dispatch_max_tokens", &err, "%lld",
+				     (long long)c->dense);
+	if (!s) s = arb_harness_setf(H, "balance", &err, "%.17g", c->balance);
+	if (!s) s = arb_harness_set(H, "layers", lay, &err);
+	ck_assert_msg(s == ARB_OK, "conf: %s", err.msg);
+	th->conf = *c;
+	s = arb_harness_create(H, "moe", &err);
 	ck_assert_msg(s == ARB_OK, "create: %s", err.msg);
 	return th;
 }
 
 static void th_free(thost *th)
 {
-	moe_desc()->destroy(th->self);
-	for (int i = 0; i < th->n; i++) {
-		th->be->tern_free(th->be, th->t[i]);
-		free(th->t[i]);
-	}
+	arb_harness_free(&th->H);
 	free(th);
 }
 
@@ -260,10 +119,14 @@ static arb_tern *th_find(thost *th, const char *short_name)
 {
 	char full[64];
 	snprintf(full, sizeof full, "moe.L1.%s", short_name);
-	for (int i = 0; i < th->n; i++)
-		if (!strcmp(th->t[i]->name, full)) return th->t[i];
-	ck_abort_msg("no tensor %s", full);
-	return NULL;
+	arb_tern *t = arb_harness_tern(&th->H, full);
+	if (!t) ck_abort_msg("no tensor %s", full);
+	return t;
+}
+
+static const arb_named *th_lookup(thost *th, const char *name)
+{
+	return th->H.host.lookup(&th->H.host, name);
 }
 
 /* ------------------------------------------------------------------------
@@ -342,11 +205,11 @@ typedef struct run {
 static run *run_new(thost *th, int B, int T, uint64_t seed)
 {
 	run *r = calloc(1, sizeof *r);
-	size_t n = (size_t)B * T * th->info.d_model;
+	size_t n = (size_t)B * T * th->H.info.d_model;
 	r->th = th;
 	r->B = B;
 	r->T = T;
-	r->D = th->info.d_model;
+	r->D = th->H.info.d_model;
 	r->x = malloc(n * sizeof *r->x);
 	r->R = malloc(n * sizeof *r->R);
 	r->y = malloc(n * sizeof *r->y);
@@ -372,7 +235,7 @@ static double run_forward(run *r)
 	arb_io io;
 	memset(&io, 0, sizeof io);
 	io.struct_size = sizeof io;
-	io.be = r->th->be;
+	io.be = r->th->H.be;
 	io.B = r->B;
 	io.T = r->T;
 	io.D = r->D;
@@ -381,7 +244,7 @@ static double run_forward(run *r)
 	io.x = r->x;
 	io.y = r->y;
 	arb_error err = { 0 };
-	arb_status s = moe_desc()->forward(r->th->self, &io, &err);
+	arb_status s = moe_desc()->forward(r->th->H.self, &io, &err);
 	ck_assert_msg(s == ARB_OK, "forward: %s", err.msg);
 	double L = io.aux_loss;
 	r->aux = io.aux_loss;
@@ -397,7 +260,7 @@ static void run_backward(run *r)
 	arb_io io;
 	memset(&io, 0, sizeof io);
 	io.struct_size = sizeof io;
-	io.be = r->th->be;
+	io.be = r->th->H.be;
 	io.B = r->B;
 	io.T = r->T;
 	io.D = r->D;
@@ -408,14 +271,14 @@ static void run_backward(run *r)
 	io.dx = r->dx;
 	io.vote = &v;
 	arb_error err = { 0 };
-	arb_status s = moe_desc()->backward(r->th->self, &io, &err);
+	arb_status s = moe_desc()->backward(r->th->H.self, &io, &err);
 	ck_assert_msg(s == ARB_OK, "backward: %s", err.msg);
 }
 
 /* routing of the last forward (host memory on the CPU backend) */
 static const int32_t *routing_idx(thost *th)
 {
-	const arb_named *t = th_lookup(&th->h, "moe.L1.topk_idx");
+	const arb_named *t = th_lookup(th, "moe.L1.topk_idx");
 	ck_assert_ptr_nonnull(t);
 	ck_assert_int_eq(t->dtype, ARB_I32);
 	return t->data;
@@ -423,14 +286,14 @@ static const int32_t *routing_idx(thost *th)
 
 static const float *routing_w(thost *th)
 {
-	const arb_named *t = th_lookup(&th->h, "moe.L1.topk_w");
+	const arb_named *t = th_lookup(th, "moe.L1.topk_w");
 	ck_assert_ptr_nonnull(t);
 	return t->data;
 }
 
 static const float *routing_stat(thost *th)
 {
-	const arb_named *t = th_lookup(&th->h, "moe.L1.stat");
+	const arb_named *t = th_lookup(th, "moe.L1.stat");
 	ck_assert_ptr_nonnull(t);
 	return t->data;
 }
@@ -580,7 +443,7 @@ static void dense_vs_sparse(const tconf *base, int D, int B, int T,
 	cs.dense = 0;
 	arb_backend *be = wrapped_cpu();
 	thost *hd = th_new(be, D, &cd), *hs = th_new(be, D, &cs);
-	ck_assert_int_eq(hd->n, hs->n);
+	ck_assert_int_eq(hd->H.n_tern, hs->H.n_tern);
 	run *rd = run_new(hd, B, T, seed), *rs = run_new(hs, B, T, seed);
 	size_t n = (size_t)B * T * D;
 	double ld = run_forward(rd);
@@ -792,10 +655,10 @@ START_TEST(test_schema_and_refusals)
 	/* top_k > experts is refused with a message */
 	tconf c = conf_default();
 	thost *th = th_new(arb_backend_cpu(), 12, &c);
-	th->conf.top_k = 5;
-	void *self = NULL;
 	arb_error err = { 0 };
-	arb_status s = d->create(&th->h, (const arb_conf *)&th->conf, "moe2",
+	ck_assert_int_eq(arb_harness_set(&th->H, "top_k", "5", &err), ARB_OK);
+	void *self = NULL;
+	arb_status s = d->create(&th->H.host, (const arb_conf *)&th->H.conf, "moe2",
 				 &self, &err);
 	ck_assert_int_ne(s, ARB_OK);
 	ck_assert_msg(strstr(err.msg, "top_k") != NULL, "message: %s", err.msg);
@@ -853,7 +716,7 @@ static void gpu_case(int dense)
 	io.training = 1;
 	io.x = x;
 	io.y = y;
-	ck_assert_int_eq(moe_desc()->forward(hg->self, &io, &err), ARB_OK);
+	ck_assert_int_eq(moe_desc()->forward(hg->H.self, &io, &err), ARB_OK);
 	float *yg = malloc(n * 4), *dxg = malloc(n * 4);
 	gpu->download(gpu, yg, y, n * 4);
 	double ey = rel_norm(yg, r->y, n);
@@ -866,15 +729,15 @@ static void gpu_case(int dense)
 	io.dy = R;
 	io.dx = dx;
 	io.vote = &v;
-	ck_assert_int_eq(moe_desc()->backward(hg->self, &io, &err), ARB_OK);
+	ck_assert_int_eq(moe_desc()->backward(hg->H.self, &io, &err), ARB_OK);
 	gpu->download(gpu, dxg, dx, n * 4);
 	double ex = rel_norm(dxg, r->dx, n);
 	ck_assert_msg(ex <= 3e-2, "gpu dx: relative error %g", ex);
 	fprintf(stderr, "moe gpu vs cpu (%s): y rel %.2e, dx rel %.2e\n",
 		dense ? "dense" : "sparse", ey, ex);
 	/* votes: identical except where |dW| is within the bf16 error */
-	for (int i = 0; i < hc->n; i++) {
-		arb_tern *a = hc->t[i], *b = hg->t[i];
+	for (int i = 0; i < hc->H.n_tern; i++) {
+		arb_tern *a = hc->H.tern[i], *b = hg->H.tern[i];
 		int64_t m = a->rows * a->cols, diff = 0;
 		int8_t *ta = malloc((size_t)m);
 		gpu->download(gpu, ta, b->T_accum, (size_t)m);

@@ -1,9 +1,10 @@
 /*
- * tests/check_vq.c -- the vq plugin (TernaryVQCodebook) against a small test
- * host: the CPU backend, a registry for tern_create, a name table for
- * publish/lookup and a key/value config. The plugin source is included
- * (VQ_TEST_INCLUDE: no exported descriptor, no CUDA launchers) so that the
- * lookups can be called directly; the GPU case loads the built vq.so.
+ * tests/check_vq.c -- the vq plugin (TernaryVQCodebook) against
+ * arb/harness.h's test host: the CPU backend, tern_create over the backend's
+ * tern_alloc/tern_init, a name table for publish/lookup and a key/value
+ * config. The plugin source is included (VQ_TEST_INCLUDE: no exported
+ * descriptor, no CUDA launchers) so that the lookups can be called directly;
+ * the GPU case loads the built vq.so.
  */
 #include <check.h>
 #include <dlfcn.h>
@@ -12,159 +13,55 @@
 #include <stdlib.h>
 #include <string.h>
 #include "core.h"
+#include "arb/harness.h"
 #include "testutil.h"
 
 #define VQ_TEST_INCLUDE 1
 #include "../plugins/vq/vq.c"
 
 /* ------------------------------------------------------------------------- *
- * test host */
+ * test host: arb/harness.h's (the key/value config over the plugin schema's
+ * defaults); tensors initialize as the core's registry would with
+ * accum_init 2 */
 
-typedef struct tkv { const char *key; const char *val; } tkv;
-typedef struct thost {
-	arb_host h;
-	arb_backend *be;
-	arb_model_info info;
-	arb_sched_cfg sched;
-	arb_registry reg;
-	tkv kv[32];
-	int nkv;
-	char names[8][96];
-	arb_named named[8];
-	int nnamed;
-} thost;
-
-static thost *th_of(const arb_host *h) { return (thost *)h->core; }
-
-static void th_log(const arb_host *h, int level, const char *fmt, ...)
-{
-	(void)h; (void)level; (void)fmt;
-}
-
-static int th_set_error(arb_error *err, int code, const char *fmt, ...)
-{
-	if (!err) return code;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-	va_end(ap);
-	err->code = code;
-	return code;
-}
-
-static const arb_model_info *th_model(const arb_host *h) { return &th_of(h)->info; }
-static arb_backend *th_backend(const arb_host *h) { return th_of(h)->be; }
-
-/* conf: the pointer is the thost itself; defaults from the plugin schema */
-static const char *th_val(const arb_conf *c, const char *key)
-{
-	const thost *t = (const thost *)c;
-	for (int i = 0; i < t->nkv; i++)
-		if (strcmp(t->kv[i].key, key) == 0) return t->kv[i].val;
-	for (const arb_conf_key *k = vq_schema; k->key; k++)
-		if (strcmp(k->key, key) == 0) return k->def;
-	ck_abort_msg("unknown conf key %s", key);
-	return "";
-}
-static int64_t th_int(const arb_conf *c, const char *k) { return atoll(th_val(c, k)); }
-static double th_float(const arb_conf *c, const char *k) { return atof(th_val(c, k)); }
-static int th_bool(const arb_conf *c, const char *k) { return atoi(th_val(c, k)); }
-static const char *th_str(const arb_conf *c, const char *k) { return th_val(c, k); }
-static int th_list(const arb_conf *c, const char *k, int64_t *out, int max)
-{
-	(void)c; (void)k; (void)out; (void)max;
-	return 0;
-}
-
-static arb_status th_tern_create(const arb_host *h, const char *instance,
-				 const char *name, int64_t rows, int64_t cols,
-				 const arb_tern_param *p, arb_tern **out,
-				 arb_error *err)
-{
-	char full[64];
-	snprintf(full, sizeof full, "%s.%s", instance, name);
-	return arb_registry_create(&th_of(h)->reg, full, rows, cols, p, out, err);
-}
-
-static arb_status th_publish(const arb_host *h, const char *name,
-			     const arb_named *t, arb_error *err)
-{
-	thost *th = th_of(h);
-	for (int i = 0; i < th->nnamed; i++)
-		if (strcmp(th->names[i], name) == 0) { th->named[i] = *t; return ARB_OK; }
-	if (th->nnamed == 8) return ARB_ERR_NOMEM;
-	snprintf(th->names[th->nnamed], 96, "%s", name);
-	th->named[th->nnamed++] = *t;
-	(void)err;
-	return ARB_OK;
-}
-
-static const arb_named *th_lookup(const arb_host *h, const char *name)
-{
-	thost *th = th_of(h);
-	for (int i = 0; i < th->nnamed; i++)
-		if (strcmp(th->names[i], name) == 0) return &th->named[i];
-	return NULL;
-}
+typedef arb_harness thost;
 
 static thost *th_new(arb_backend *be, int D, int B, int T)
 {
 	thost *t = calloc(1, sizeof *t);
-	t->be = be;
-	t->info.struct_size = sizeof t->info;
-	t->info.d_model = D;
-	t->info.n_layers = 1;
-	t->info.n_heads = 1;
-	t->info.ctx = T;
-	t->info.batch = B;
-	t->info.group_size = 8;
-	t->info.seed = 1234;
-	t->sched.seed = 1234;
-	t->sched.group_size = 8;
-	t->sched.zero_frac = 1.0 / 3.0;
-	t->sched.erule = ARB_ERULE_FROZEN;
-	t->sched.accum_init = 2;
-	t->sched.threshold = 4;
-	arb_registry_init(&t->reg, be, &t->sched);
-	arb_host *h = &t->h;
-	h->abi_version = ARB_ABI_VERSION;
-	h->struct_size = sizeof *h;
-	h->core = t;
-	h->log = th_log;
-	h->set_error = th_set_error;
-	h->model = th_model;
-	h->backend = th_backend;
-	h->conf_int = th_int;
-	h->conf_float = th_float;
-	h->conf_bool = th_bool;
-	h->conf_str = th_str;
-	h->conf_int_list = th_list;
-	h->tern_create = th_tern_create;
-	h->publish = th_publish;
-	h->lookup = th_lookup;
+	arb_model_info mi = { sizeof mi, D, 1, 1, T, B, 8, 1234 };
+	arb_harness_init(t, be, &mi); /* D, layers, heads, ctx, batch, group, seed */
+	t->accum_init = 2;
+	t->verbose = -1; /* no log lines */
+	arb_harness_use(t, &vq_plugin);
 	return t;
 }
 
 static void th_set(thost *t, const char *key, const char *val)
 {
-	t->kv[t->nkv].key = key;
-	t->kv[t->nkv].val = val;
-	t->nkv++;
+	arb_error err = { 0 };
+	ck_assert_msg(arb_harness_set(t, key, val, &err) == ARB_OK, "%s", err.msg);
 }
 
+/* the instance (destroyed by th_free) */
 static vq *th_vq(thost *t, const char *inst)
 {
-	void *self = NULL;
 	arb_error err = { 0 };
-	arb_status s = vq_create(&t->h, (const arb_conf *)t, inst, &self, &err);
+	arb_status s = arb_harness_create(t, inst, &err);
 	ck_assert_msg(s == ARB_OK, "vq_create: %s", err.msg);
-	return self;
+	return t->self;
 }
 
 static void th_free(thost *t)
 {
-	arb_registry_free(&t->reg);
+	arb_harness_free(t);
 	free(t);
+}
+
+/* the backend the instance was created on */
+static arb_backend *th_be(thost *t)
+{
+	return t->host.backend(&t->host);
 }
 
 /* run forward on x (M x D) with y = copy of x (residual slot) */
@@ -174,7 +71,7 @@ static void run_forward(vq *q, thost *t, const float *x, float *y, int B, int T,
 	arb_io io;
 	memset(&io, 0, sizeof io);
 	io.struct_size = sizeof io;
-	io.be = t->be;
+	io.be = th_be(t);
 	io.B = B;
 	io.T = T;
 	io.D = q->D;
@@ -228,7 +125,7 @@ START_TEST(exact_equals_brute_force)
 	arb_test_fill(x, (size_t)B * T * 32, 3);
 	memcpy(y, x, (size_t)B * T * 32 * sizeof *y);
 	run_forward(q, t, x, y, B, T, 0);
-	const arb_named *nt = t->h.lookup(&t->h, "vq.ex.codes");
+	const arb_named *nt = t->host.lookup(&t->host, "vq.ex.codes");
 	ck_assert_ptr_nonnull(nt);
 	ck_assert_int_eq(nt->dtype, ARB_I32);
 	ck_assert_int_eq(nt->ndim, 1);
@@ -243,9 +140,8 @@ START_TEST(exact_equals_brute_force)
 		differ += y[m * 32] != x[m * 32];
 	}
 	ck_assert_int_gt(differ, 0);
-	ck_assert_ptr_null(t->h.lookup(&t->h, "vq.nope.codes"));
+	ck_assert_ptr_null(t->host.lookup(&t->host, "vq.nope.codes"));
 	free(zz); free(x); free(y); free(z); free(codes);
-	vq_destroy(q);
 	th_free(t);
 }
 END_TEST
@@ -307,10 +203,8 @@ START_TEST(candidate_recall_and_determinism)
 	vq *q2 = th_vq(t2, "big");
 	cpu_lookup(q2, z, nq, b);
 	ck_assert_mem_eq(a, b, (size_t)nq * sizeof *a);
-	vq_destroy(q2);
 	th_free(t2);
 	free(z); free(src); free(a); free(b); free(ex);
-	vq_destroy(q);
 	th_free(t);
 }
 END_TEST
@@ -321,7 +215,7 @@ static void run_backward(vq *q, thost *t, const float *dy, float *dx, int B,
 	arb_io io;
 	memset(&io, 0, sizeof io);
 	io.struct_size = sizeof io;
-	io.be = t->be;
+	io.be = th_be(t);
 	io.B = B;
 	io.T = T;
 	io.D = q->D;
@@ -405,7 +299,6 @@ START_TEST(sparse_update_and_index_refresh)
 		ck_assert_int_eq(cnt, C->rows);
 	}
 	free(pk); free(acc); free(E); free(x); free(y); free(dy); free(dx);
-	vq_destroy(q);
 	th_free(t);
 }
 END_TEST
@@ -454,7 +347,6 @@ START_TEST(duplicate_indices_one_vote)
 		}
 	}
 	free(acc); free(x); free(y); free(dy); free(dx);
-	vq_destroy(q);
 	th_free(t);
 }
 END_TEST
@@ -471,7 +363,7 @@ static double surrogate_loss(vq *q, thost *t, const float *x, const float *w,
 		arb_io io;
 		memset(&io, 0, sizeof io);
 		io.struct_size = sizeof io;
-		io.be = t->be; io.B = B; io.T = T; io.D = D; io.x = x; io.y = y;
+		io.be = th_be(t); io.B = B; io.T = T; io.D = D; io.x = x; io.y = y;
 		arb_error err = { 0 };
 		ck_assert(vq_forward(q, &io, &err) == ARB_OK);
 		aux = io.aux_loss;
@@ -519,7 +411,6 @@ START_TEST(straight_through_gradient_fd)
 	ck_assert_msg(stable, "code assignment moved under the FD step");
 	ck_assert_int_eq(arb_test_close("vq dx", dx, fd, (size_t)M * D, 2e-3f, 1e-2f), 0);
 	free(x); free(y); free(w); free(dx); free(fd);
-	vq_destroy(q);
 	th_free(t);
 }
 END_TEST
@@ -596,10 +487,9 @@ START_TEST(usage_save_load_and_metrics)
 	vq *q3 = th_vq(t3, "us");
 	ck_assert_int_eq(vq_load(q3, &io, &err), ARB_ERR_FORMAT);
 	for (int i = 0; i < ms.n; i++) free(ms.r[i].data);
-	vq_destroy(q3); th_free(t3);
-	vq_destroy(q2); th_free(t2);
+	th_free(t3);
+	th_free(t2);
 	free(x); free(y);
-	vq_destroy(q);
 	th_free(t);
 }
 END_TEST
@@ -640,7 +530,6 @@ START_TEST(dead_codes_reseeded)
 	}
 	for (int r = 0; r < 40; r++) ck_assert_int_eq(q->usage[r], 0);
 	free(x); free(y);
-	vq_destroy(q);
 	th_free(t);
 }
 END_TEST
@@ -662,12 +551,12 @@ START_TEST(gpu_matches_cpu)
 		const int B = 4, T = 64, D = 32, M = B * T;
 		thost *tc = th_new(arb_backend_cpu(), D, B, T);
 		thost *tg = th_new(gbe, D, B, T);
+		arb_harness_use(tg, d);
 		th_set(tc, "size", sizes[k][0]); th_set(tc, "exact_max", sizes[k][1]);
 		th_set(tg, "size", sizes[k][0]); th_set(tg, "exact_max", sizes[k][1]);
 		vq *qc = th_vq(tc, "g");
-		void *qg = NULL;
-		ck_assert_msg(d->create(&tg->h, (const arb_conf *)tg, "g", &qg, &err) == ARB_OK,
-			      "%s", err.msg);
+		ck_assert_msg(arb_harness_create(tg, "g", &err) == ARB_OK, "%s", err.msg);
+		void *qg = tg->self;
 		/* dyadic z through P: use dyadic x */
 		float *x = malloc((size_t)M * D * sizeof *x), *y = malloc((size_t)M * D * sizeof *y);
 		arb_test_fill_dyadic(x, (size_t)M * D, 61 + (uint64_t)k);
@@ -678,10 +567,10 @@ START_TEST(gpu_matches_cpu)
 		gbe->upload(gbe, gy, x, (size_t)M * D * 4);
 		arb_io io;
 		memset(&io, 0, sizeof io);
-		io.struct_size = sizeof io; io.be = gbe; io.B = B; io.T = T; io.D = D;
+		io.struct_size = sizeof io; io.be = th_be(tg); io.B = B; io.T = T; io.D = D;
 		io.training = 1; io.x = gx; io.y = gy;
 		ck_assert_msg(d->forward(qg, &io, &err) == ARB_OK, "%s", err.msg);
-		const arb_named *nt = tg->h.lookup(&tg->h, "vq.g.codes");
+		const arb_named *nt = tg->host.lookup(&tg->host, "vq.g.codes");
 		ck_assert_ptr_nonnull(nt);
 		int32_t *gc = malloc((size_t)M * 4);
 		gbe->download(gbe, gc, nt->data, (size_t)M * 4);
@@ -692,9 +581,7 @@ START_TEST(gpu_matches_cpu)
 		ck_assert_str_eq(b1, b2);
 		gbe->free(gbe, gx); gbe->free(gbe, gy);
 		free(gc); free(x); free(y);
-		d->destroy(qg);
-		vq_destroy(qc);
-		th_free(tg);
+		th_free(tg); /* d->destroy(qg) */
 		th_free(tc);
 	}
 	dlclose(dl);

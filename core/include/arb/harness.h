@@ -4,14 +4,17 @@
  * program, on any struct arb_backend:
  *
  *   a tiny test host (arb_harness): the struct arb_host a plugin's create()
- *     receives, with tern_create over be->tern_alloc / be->tern_init, named
- *     tensor publish/lookup, and conf_* accessors over the schema's defaults
- *     plus key=value overrides (arb_harness_set);
+ *     receives, with tern_create over be->tern_alloc / be->tern_init (T_accum
+ *     init half-width H->accum_init, 0 unless set), named tensor
+ *     publish/lookup, and conf_* accessors over the schema's defaults plus
+ *     key=value overrides (arb_harness_set, arb_harness_setf);
  *   arb_harness_fd_check: the component's backward against central finite
  *     differences, for the input (dx) and for every weight it votes on
  *     (dW, recorded from linear_vote / embed_vote);
  *   arb_harness_compare: one component on two backends (CPU vs CUDA), same
- *     inputs, outputs and input gradients within a tolerance.
+ *     inputs, outputs and input gradients within a tolerance;
+ *   arb_harness_step: the ternary step (be->tern_step) of every tensor the
+ *     component created, as the core's scheduler would apply it.
  *
  * The backends themselves come from libarbcore (arb_backend_cpu(),
  * arb_backend_cuda()): a test program links it through
@@ -65,6 +68,9 @@ typedef struct arb_harness {
 	arb_backend *be;          /* the real backend */
 	arb_model_info info;
 	double zero_frac;         /* default init zero fraction (1/3) */
+	int accum_init;           /* half-width of the random T_accum init of
+				     the tensors tern_create makes (0; frozen
+				     tensors always 0, as in the core) */
 	int verbose;              /* host->log prints up to this level */
 	arb_hconf conf;
 	arb_tern *tern[ARB_H_MAX_TERNS];
@@ -266,6 +272,7 @@ static inline arb_status arb_h__tern_create(const arb_host *h,
 	ini.zero_frac = zf;
 	ini.const_trit = p->const_trit;
 	ini.e_init = arb_h__e_init(p->fan_in ? p->fan_in : cols, zf);
+	ini.accum_init = p->frozen ? 0 : H->accum_init;
 	H->be->tern_init(H->be, t, &ini);
 	H->tern[H->n_tern++] = t;
 	*out = t;
@@ -502,6 +509,21 @@ static inline arb_status arb_harness_set(arb_harness *H, const char *key,
 	return (arb_status)arb_h__set_error(err, ARB_ERR_CONFIG, "harness: unknown key '%s'", key);
 }
 
+/* arb_harness_set with the value printed from fmt: ("rank", err, "%d", 4) */
+static inline arb_status arb_harness_setf(arb_harness *H, const char *key,
+					  arb_error *err, const char *fmt, ...)
+	ARB_PRINTF(4, 5);
+static inline arb_status arb_harness_setf(arb_harness *H, const char *key,
+					  arb_error *err, const char *fmt, ...)
+{
+	char v[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(v, sizeof v, fmt, ap);
+	va_end(ap);
+	return arb_harness_set(H, key, v, err);
+}
+
 /* create the instance: defaults from the schema, overrides, required keys */
 static inline arb_status arb_harness_create(arb_harness *H, const char *instance,
 					    arb_error *err)
@@ -557,6 +579,29 @@ static inline arb_tern *arb_harness_tern(arb_harness *H, const char *name)
 			return H->tern[i];
 	}
 	return NULL;
+}
+
+/* the ternary step of every tensor created so far, frozen ones excepted, on
+ * the real backend (p as the core's scheduler would build it); total (may be
+ * NULL) = the sum of the tensors' stats */
+static inline void arb_harness_step(arb_harness *H, const arb_step *p,
+				    arb_step_stats *total)
+{
+	arb_step_stats sum, st;
+	memset(&sum, 0, sizeof sum);
+	for (int i = 0; i < H->n_tern; i++) {
+		arb_tern *w = H->tern[i];
+		if (w->flags & ARB_TERN_FROZEN) continue;
+		memset(&st, 0, sizeof st);
+		H->be->tern_step(H->be, w, p, &st);
+		sum.flips += st.flips;
+		sum.candidates += st.candidates;
+		sum.saturated += st.saturated;
+		sum.capped += st.capped;
+		sum.e_changes += st.e_changes;
+		sum.zeros += st.zeros;
+	}
+	if (total) *total = sum;
 }
 
 /* ---------------------------------------------------------------------------
