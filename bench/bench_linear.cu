@@ -2,7 +2,7 @@
  * bench/bench_linear.cu -- ternary linear kernels against cuBLAS bf16 in the
  * same run on the same GPU.
  *
- *   forward  y[M,N] = x[M,K] W^T  for M in {1,16,256,4096}, (N,K) in
+ *   forward  y[M,N] = x[M,K] W^T  for M in {1,4,8,16,256,4096}, (N,K) in
  *            {(4096,4096),(11008,4096),(4096,11008)}; cuBLAS: bf16 x bf16 ->
  *            bf16, fp32 accumulate (cublasGemmEx).
  *   vote     T_accum += sign(dy^T x) at M=4096 vs cuBLAS bf16 dW = dy^T x.
@@ -91,7 +91,7 @@ int main(void)
 	cublasHandle_t h;
 	CKB(cublasCreate(&h));
 	const int64_t shapes[3][2] = { { 4096, 4096 }, { 11008, 4096 }, { 4096, 11008 } };
-	const int64_t Ms[4] = { 1, 16, 256, 4096 };
+	const int64_t Ms[6] = { 1, 4, 8, 16, 256, 4096 };
 	const double l2x = 3.0 * prop.l2CacheSize;
 	for (int s = 0; s < 3; s++) {
 		int64_t N = shapes[s][0], K = shapes[s][1];
@@ -132,7 +132,7 @@ int main(void)
 		fill_bf16_kernel<<<1024, 256>>>(dyb, Mmax * N, 4, 1.0f);
 		CKC(cudaDeviceSynchronize());
 		float one = 1.0f, zero = 0.0f;
-		for (int mi = 0; mi < 4; mi++) {
+		for (int mi = 0; mi < 6; mi++) {
 			int64_t M = Ms[mi];
 			double ours = time_us([&](int i) {
 				be->linear_forward(be, &ws[i % nours], x, y, M, 0);
@@ -144,6 +144,15 @@ int main(void)
 						 CUBLAS_GEMM_DEFAULT));
 			});
 			line("fwd", M, N, K, ours, cub, M <= 16 ? 4.0 : (M == 4096 ? 0.7 : 0.0));
+			if (M <= 16) {
+				/* ARB_CUDA_LEGACY=skinny (the v2 kernel), same run: A/B */
+				setenv("ARB_CUDA_LEGACY", "skinny", 1);
+				double old_us = time_us([&](int i) {
+					be->linear_forward(be, &ws[i % nours], x, y, M, 0);
+				});
+				unsetenv("ARB_CUDA_LEGACY");
+				line("fwdold", M, N, K, old_us, cub, 0.0);
+			}
 		}
 		{
 			int64_t M = 4096;

@@ -585,6 +585,14 @@ template <int CAPPING>
 __global__ void __launch_bounds__(256) step_fast_kernel4(step_args a, erule_args e)
 {
 	__shared__ int fl[ST_W / ARB_GROUP_MIN];
+	__shared__ uint8_t zt[256]; /* zero trits per packed byte */
+	for (int l = threadIdx.x; l < 256; l += 256) {
+		unsigned int q = (unsigned int)l, z = 0;
+		for (int d = 0; d < 5; d++) { z += q % 3u == 1u; q /= 3u; }
+		zt[l] = (uint8_t)z;
+	}
+	__syncthreads();
+	const uint32_t thr4 = 0x01010101u * (uint32_t)a.thr;
 	const int64_t nb = a.rows * a.rb;
 	const int64_t ntiles = (nb + ST_TILE - 1) / ST_TILE;
 	const int tid = threadIdx.x;
@@ -607,47 +615,112 @@ __global__ void __launch_bounds__(256) step_fast_kernel4(step_args a, erule_args
 		const uint64_t i0 = (uint64_t)b0 * 5u;
 		uint32_t fm[3] = { 0, 0, 0 };
 		if (b0 + 16 <= nb) {
+			/* h11: the 80 accumulators are checked 4 at a time with SIMD
+			 * byte ops; only packed bytes with a weight at threshold take
+			 * the per-byte update (scalar, in place); everything else is
+			 * read-only: no stores unless something changes */
 			uint4 pk = *(const uint4 *)(a.packed + b0);
-			uint4 *Tp = (uint4 *)(a.T + i0);
-			uint32_t tw[20], ow[20];
+			const uint4 *Tp = (const uint4 *)(a.T + i0);
+			uint32_t cw[3] = { 0, 0, 0 };
 #pragma unroll
 			for (int v = 0; v < 5; v++) {
-				uint4 x = Tp[v];
-				tw[4 * v] = x.x; tw[4 * v + 1] = x.y; tw[4 * v + 2] = x.z; tw[4 * v + 3] = x.w;
-			}
+				uint4 xx = Tp[v];
+				uint32_t t4[4] = { xx.x, xx.y, xx.z, xx.w };
 #pragma unroll
-			for (int v = 0; v < 20; v++) ow[v] = tw[v];
-			uint32_t pw[4] = { pk.x, pk.y, pk.z, pk.w }, np[4] = { 0, 0, 0, 0 };
-#pragma unroll
-			for (int j = 0; j < 16; j++) {
-				int T[5];
-#pragma unroll
-				for (int d = 0; d < 5; d++) {
-					int p = 5 * j + d;
-					T[d] = (int)(int8_t)(tw[p >> 2] >> (8 * (p & 3)));
+				for (int u = 0; u < 4; u++) {
+					uint32_t c = __vcmpges4(__vabsss4(t4[u]), thr4) & 0x80808080u;
+					uint32_t nib = (c * 0x00204081u) >> 28; /* bit i: byte i */
+					const int w = 4 * v + u; /* weights 4w .. 4w+3 */
+					cw[(4 * w) >> 5] |= nib << ((4 * w) & 31);
 				}
-				unsigned int m;
-				unsigned int nbyte = st_byte<CAPPING>((pw[j >> 2] >> (8 * (j & 3))) & 0xffu,
-								   T, i0 + 5u * j, a, p32, capnow, ct, &m);
-				np[j >> 2] |= nbyte << (8 * (j & 3));
-#pragma unroll
-				for (int d = 0; d < 5; d++) {
-					int p = 5 * j + d;
-					int s = 8 * (p & 3);
-					tw[p >> 2] = (tw[p >> 2] & ~(0xffu << s)) | ((uint32_t)(T[d] & 0xff) << s);
-				}
-				/* flip bits at weight positions 5j .. 5j+4 */
-				int p = 5 * j;
-				fm[p >> 5] |= m << (p & 31);
-				if ((p & 31) > 27) fm[(p >> 5) + 1] |= m >> (32 - (p & 31));
 			}
+			uint32_t pw[4] = { pk.x, pk.y, pk.z, pk.w };
+			unsigned int z16 = 0;
 #pragma unroll
-			for (int v = 0; v < 5; v++)
-				if ((tw[4 * v] ^ ow[4 * v]) | (tw[4 * v + 1] ^ ow[4 * v + 1]) |
-				    (tw[4 * v + 2] ^ ow[4 * v + 2]) | (tw[4 * v + 3] ^ ow[4 * v + 3]))
-					Tp[v] = make_uint4(tw[4 * v], tw[4 * v + 1], tw[4 * v + 2], tw[4 * v + 3]);
-			if ((np[0] ^ pw[0]) | (np[1] ^ pw[1]) | (np[2] ^ pw[2]) | (np[3] ^ pw[3]))
-				*(uint4 *)(a.packed + b0) = make_uint4(np[0], np[1], np[2], np[3]);
+			for (int jb = 0; jb < 16; jb++)
+				z16 += zt[(pw[jb >> 2] >> (8 * (jb & 3))) & 0xffu];
+			if (!(cw[0] | cw[1] | cw[2])) {
+				ct.zeros += z16;
+			} else {
+				unsigned int jm = 0;
+#pragma unroll
+				for (int jb = 0; jb < 16; jb++) {
+					const int p = 5 * jb;
+					uint32_t bits = cw[p >> 5] >> (p & 31);
+					if ((p & 31) > 27) bits |= cw[(p >> 5) + 1] << (32 - (p & 31));
+					if (bits & 31u) jm |= 1u << jb;
+				}
+				if (__popc(jm) > 4) {
+					/* many bytes at threshold: the register path over all 16 */
+					uint4 *Tw = (uint4 *)(a.T + i0);
+					uint32_t tw[20], ow[20];
+#pragma unroll
+					for (int v = 0; v < 5; v++) {
+						uint4 x = Tw[v];
+						tw[4 * v] = x.x; tw[4 * v + 1] = x.y; tw[4 * v + 2] = x.z; tw[4 * v + 3] = x.w;
+					}
+#pragma unroll
+					for (int v = 0; v < 20; v++) ow[v] = tw[v];
+					uint32_t np[4] = { 0, 0, 0, 0 };
+#pragma unroll
+					for (int j = 0; j < 16; j++) {
+						int T[5];
+#pragma unroll
+						for (int d = 0; d < 5; d++) {
+							int p = 5 * j + d;
+							T[d] = (int)(int8_t)(tw[p >> 2] >> (8 * (p & 3)));
+						}
+						unsigned int m;
+						unsigned int nbyte = st_byte<CAPPING>((pw[j >> 2] >> (8 * (j & 3))) & 0xffu,
+										   T, i0 + 5u * j, a, p32, capnow, ct, &m);
+						np[j >> 2] |= nbyte << (8 * (j & 3));
+#pragma unroll
+						for (int d = 0; d < 5; d++) {
+							int p = 5 * j + d;
+							int s = 8 * (p & 3);
+							tw[p >> 2] = (tw[p >> 2] & ~(0xffu << s)) | ((uint32_t)(T[d] & 0xff) << s);
+						}
+						/* flip bits at weight positions 5j .. 5j+4 */
+						int p = 5 * j;
+						fm[p >> 5] |= m << (p & 31);
+						if ((p & 31) > 27) fm[(p >> 5) + 1] |= m >> (32 - (p & 31));
+					}
+#pragma unroll
+					for (int v = 0; v < 5; v++)
+						if ((tw[4 * v] ^ ow[4 * v]) | (tw[4 * v + 1] ^ ow[4 * v + 1]) |
+						    (tw[4 * v + 2] ^ ow[4 * v + 2]) | (tw[4 * v + 3] ^ ow[4 * v + 3]))
+							Tw[v] = make_uint4(tw[4 * v], tw[4 * v + 1], tw[4 * v + 2], tw[4 * v + 3]);
+					if ((np[0] ^ pw[0]) | (np[1] ^ pw[1]) | (np[2] ^ pw[2]) | (np[3] ^ pw[3]))
+						*(uint4 *)(a.packed + b0) = make_uint4(np[0], np[1], np[2], np[3]);
+					jm = 0;
+				} else {
+					ct.zeros += z16;
+				}
+				while (jm) {
+					const int jb = __ffs(jm) - 1;
+					jm &= jm - 1;
+					int T[5], T0[5];
+					int8_t *tp = a.T + i0 + 5u * jb;
+#pragma unroll
+					for (int d = 0; d < 5; d++) T0[d] = T[d] = tp[d];
+					unsigned int byte = a.packed[b0 + jb];
+					unsigned int m;
+					ct.zeros -= zt[byte];
+					unsigned int nbyte = st_byte<CAPPING>(byte, T, i0 + 5u * jb, a, p32,
+									   capnow, ct, &m);
+#pragma unroll
+					for (int d = 0; d < 5; d++)
+						if (T[d] != T0[d]) tp[d] = (int8_t)T[d];
+					if (nbyte != byte) a.packed[b0 + jb] = (uint8_t)nbyte;
+					const int p = 5 * jb;
+					uint32_t lo = m << (p & 31);
+					uint32_t hi = (p & 31) > 27 ? m >> (32 - (p & 31)) : 0u;
+					const int w0 = p >> 5;
+					if (w0 == 0) { fm[0] |= lo; fm[1] |= hi; }
+					else if (w0 == 1) { fm[1] |= lo; fm[2] |= hi; }
+					else fm[2] |= lo;
+				}
+			}
 		} else if (b0 < nb) {
 			for (int j = 0; j < (int)(nb - b0); j++) {
 				int T[5];
