@@ -434,6 +434,13 @@ START_TEST(threads_bit_identical)
 	ck_assert_mem_eq(a.loss, b.loss, 300 * 4);
 	ck_assert_mem_eq(a.dl, b.dl, 300 * 256 * 4);
 	ck_assert(a.sum == b.sum);
+	run_out *rs[2] = { &a, &b };
+	for (int i = 0; i < 2; i++) {
+		run_out *r = rs[i];
+		free(r->y); free(r->dx); free(r->acc); free(r->packed);
+		free(r->o); free(r->lse); free(r->dq); free(r->dk); free(r->dv);
+		free(r->loss); free(r->dl);
+	}
 }
 END_TEST
 
