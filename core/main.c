@@ -350,6 +350,22 @@ static arb_status check_trits(arb_registry *r, int64_t *nbytes, arb_error *err)
 	return ARB_OK;
 }
 
+/* counts the components' extra (non-ternary) checkpoint records */
+typedef struct extra_count {
+	int64_t bytes, records;
+} extra_count;
+
+static arb_status count_extra(void *ctx, const char *name, const void *data,
+			      size_t bytes)
+{
+	extra_count *c = ctx;
+	(void)name;
+	(void)data;
+	c->bytes += (int64_t)bytes;
+	c->records++;
+	return ARB_OK;
+}
+
 static int cmd_audit(const opts *o, arb_cfg *cfg0)
 {
 	arb_error err = { 0 };
@@ -383,6 +399,18 @@ static int cmd_audit(const opts *o, arb_cfg *cfg0)
 	}
 	printf("trit check: all %lld packed bytes are valid codes: every weight "
 	       "is in {-1, 0, +1}\n", (long long)nb);
+	/* plugins' own state (usage counts, edge lists, ...) is not in the
+	 * registry: report what they write into checkpoints */
+	extra_count ec = { 0, 0 };
+	arb_state_io eio = { &ec, count_extra, NULL };
+	if (arb_model_save_extra(m, &eio, &err)) {
+		rc = fail(&err);
+		goto out;
+	}
+	printf("component state outside ternary tensors: %lld bytes in %lld "
+	       "checkpoint records (integer state owned by plugins; indexes they "
+	       "rebuild at load are not included)\n",
+	       (long long)ec.bytes, (long long)ec.records);
 	if (a.bytes_float != 0) {
 		fprintf(stderr, "arbcore: audit failed: %lld bytes of persistent "
 			"float state\n", (long long)a.bytes_float);
