@@ -25,7 +25,6 @@
  *   gpu (tag)        CUDA backend against the CPU: y, dx, edge list
  */
 #include <check.h>
-#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,13 +41,9 @@ static const arb_plugin *graph_desc(void)
 {
 	static const arb_plugin *d;
 	if (d) return d;
-	const char *path = arb_test_build_path("plugins/graph.so");
-	void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-	if (!dl) ck_abort_msg("cannot load %s: %s", path, dlerror());
-	arb_plugin_descriptor_fn fn =
-		(arb_plugin_descriptor_fn)dlsym(dl, ARB_PLUGIN_SYMBOL);
-	ck_assert_msg(fn != NULL, "%s: no descriptor", path);
-	d = fn();
+	char msg[600];
+	d = arb_test_plugin("graph", msg, sizeof msg);
+	ck_assert_msg(d != NULL, "%s", msg);
 	ck_assert_str_eq(d->name, "graph");
 	ck_assert_int_eq(d->slot, ARB_SLOT_RESIDUAL);
 	ck_assert_str_eq(d->build_sig, ARB_BUILD_SIGNATURE);

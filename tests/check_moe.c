@@ -23,7 +23,6 @@
  * GPU (tag "gpu"): the CUDA backend against the CPU on both paths.
  */
 #include <check.h>
-#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,13 +38,9 @@ static const arb_plugin *moe_desc(void)
 {
 	static const arb_plugin *d;
 	if (d) return d;
-	const char *path = arb_test_build_path("plugins/moe.so");
-	void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-	if (!dl) ck_abort_msg("cannot load %s: %s", path, dlerror());
-	arb_plugin_descriptor_fn fn =
-		(arb_plugin_descriptor_fn)dlsym(dl, ARB_PLUGIN_SYMBOL);
-	ck_assert_msg(fn != NULL, "%s: no descriptor", path);
-	d = fn();
+	char msg[600];
+	d = arb_test_plugin("moe", msg, sizeof msg);
+	ck_assert_msg(d != NULL, "%s", msg);
 	ck_assert_str_eq(d->name, "moe");
 	ck_assert_int_eq(d->slot, ARB_SLOT_FFN);
 	ck_assert_str_eq(d->build_sig, ARB_BUILD_SIGNATURE);

@@ -7,7 +7,6 @@
  * the GPU case loads the built vq.so.
  */
 #include <check.h>
-#include <dlfcn.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -541,11 +540,9 @@ START_TEST(gpu_matches_cpu)
 	arb_error err = { 0 };
 	arb_backend *gbe = arb_backend_cuda(&err);
 	ck_assert_ptr_nonnull(gbe);
-	void *dl = dlopen(arb_test_build_path("plugins/vq.so"), RTLD_NOW | RTLD_LOCAL);
-	ck_assert_msg(dl != NULL, "dlopen: %s", dlerror());
-	arb_plugin_descriptor_fn fn = (arb_plugin_descriptor_fn)dlsym(dl, ARB_PLUGIN_SYMBOL);
-	ck_assert_ptr_nonnull(fn);
-	const arb_plugin *d = fn();
+	char msg[600];
+	const arb_plugin *d = arb_test_plugin("vq", msg, sizeof msg);
+	ck_assert_msg(d != NULL, "%s", msg);
 	const char *sizes[2][2] = { { "3000", "65536" }, { "20000", "0" } };
 	for (int k = 0; k < 2; k++) {
 		const int B = 4, T = 64, D = 32, M = B * T;
@@ -584,7 +581,6 @@ START_TEST(gpu_matches_cpu)
 		th_free(tg); /* d->destroy(qg) */
 		th_free(tc);
 	}
-	dlclose(dl);
 #endif
 }
 END_TEST

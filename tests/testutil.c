@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dlfcn.h>
 #include "arb/ops.h"
+#include "arb/plugin.h"
 
 int arb_test_gpu_available(void)
 {
@@ -81,4 +83,23 @@ const char *arb_test_tmpdir(void)
 	snprintf(out, 64, "/tmp/arbtest.XXXXXX");
 	if (!mkdtemp(out)) return "/tmp";
 	return out;
+}
+
+const arb_plugin *arb_test_plugin(const char *name, char *msg, size_t cap)
+{
+	char rel[256];
+	snprintf(rel, sizeof rel, "plugins/%s.so", name);
+	const char *path = arb_test_build_path(rel);
+	void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!dl) {
+		snprintf(msg, cap, "cannot load %s: %s", path, dlerror());
+		return NULL;
+	}
+	arb_plugin_descriptor_fn fn =
+		(arb_plugin_descriptor_fn)dlsym(dl, ARB_PLUGIN_SYMBOL);
+	if (!fn) {
+		snprintf(msg, cap, "%s: no descriptor", path);
+		return NULL;
+	}
+	return fn();
 }

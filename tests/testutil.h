@@ -17,6 +17,11 @@ void arb_test_fill(float *x, size_t n, uint64_t seed);
 void arb_test_fill_dyadic(float *x, size_t n, uint64_t seed);
 /* path of a build artifact: $ARB_TEST_BUILD/<rel> (default build/<rel>) */
 const char *arb_test_build_path(const char *rel);
+/* dlopen $ARB_TEST_BUILD/plugins/<name>.so (kept open for the process) and
+ * return its descriptor; NULL with a message in msg when it cannot be loaded
+ * or exports no descriptor */
+struct arb_plugin;
+const struct arb_plugin *arb_test_plugin(const char *name, char *msg, size_t cap);
 /* a fresh temporary directory (mkdtemp under /tmp); caller may rm -rf */
 const char *arb_test_tmpdir(void);
 #endif
