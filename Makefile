@@ -34,13 +34,28 @@ else
   NVCC ?= $(shell command -v nvcc 2>/dev/null || ( test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc ))
 endif
 ifneq ($(strip $(NVCC)),)
-  CUDA_HOME   := $(patsubst %/bin/nvcc,%,$(NVCC))
+  # nvcc may be a symlink or a wrapper (CI has /usr/local/bin/nvcc): ask nvcc
+  # itself where its toolkit lives, then find the directory with libcudart.
+  NVCC_DRYRUN := $(shell $(NVCC) --dryrun -c -x cu /dev/null -o /dev/null 2>&1)
+  ifeq ($(origin CUDA_HOME),undefined)
+  CUDA_HOME   := $(shell d=$$(printf '%s\n' '$(subst ','',$(NVCC_DRYRUN))' | tr ' ' '\n' | sed -n 's/^TOP=//p' | head -n1); \
+                   [ -n "$$d" ] && readlink -f "$$d" || dirname "$$(dirname "$$(readlink -f "$(NVCC)")")")
+  endif
+  NVCC_LDIRS  := $(patsubst -L%,%,$(filter -L%,$(subst ",,$(NVCC_DRYRUN))))
+  ifeq ($(origin CUDA_LIBDIR),undefined)
+  CUDA_LIBDIR := $(firstword $(foreach d,$(CUDA_HOME)/lib64 $(CUDA_HOME)/targets/x86_64-linux/lib $(NVCC_LDIRS) \
+                   $(CUDA_HOME)/targets/sbsa-linux/lib /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu, \
+                   $(if $(wildcard $(d)/libcudart.so),$(d))))
+  endif
+  ifeq ($(strip $(CUDA_LIBDIR)),)
+    $(error nvcc found ($(NVCC), toolkit $(CUDA_HOME)) but no libcudart.so beside it; set CUDA_LIBDIR=/path or build with NO_CUDA=1)
+  endif
   CUDA_ARCH   ?= -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=compute_80
   NVCC_FLAGS  := -std=c++17 -O3 $(CUDA_ARCH) -Xcompiler -fPIC,-Wall -Icore/include -Icore \
                  --expt-relaxed-constexpr -lineinfo -MMD -MP
-  CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+  CUDA_LIBS   := -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcudart -lstdc++
   ALL_CFLAGS  += -DARB_HAVE_CUDA=1
-  $(info ✓ nvcc found ($(NVCC)): building CUDA kernels)
+  $(info ✓ nvcc found ($(NVCC), libraries in $(CUDA_LIBDIR)): building CUDA kernels)
 else
   CUDA_LIBS   :=
   $(info ✗ nvcc not found (or NO_CUDA=1): CPU only)
