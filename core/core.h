@@ -77,6 +77,9 @@ typedef struct arb_sched_cfg {
 	int threshold;        /* final trit threshold */
 	int threshold_start;  /* warm-up start (0 = no warm-up) */
 	int warmup_steps;
+	int threshold_end;    /* anneal target (0 = no anneal) */
+	int64_t anneal_start; /* step where the anneal begins */
+	int64_t anneal_steps; /* steps to reach threshold_end */
 	int reset_mode;       /* arb_reset_mode */
 	int sr_R;
 	int accum_init;       /* half-width of random T_accum init; -1 = thr/2 */
@@ -99,7 +102,9 @@ arb_status arb_sched_cfg_from_conf(arb_sched_cfg *s, const arb_conf *sched,
 				   const arb_conf *model, uint64_t seed,
 				   arb_error *err);
 /* effective threshold at step t (integer linear warm-up from
- * threshold_start down/up to threshold over warmup_steps) */
+ * threshold_start to threshold over warmup_steps; then, with threshold_end,
+ * an integer linear anneal from threshold to threshold_end over
+ * [anneal_start, anneal_start + anneal_steps]) */
 int arb_sched_threshold(const arb_sched_cfg *s, uint64_t t);
 /* loss-scaled integer step (documented formula above) */
 int arb_sched_loss_step(const arb_sched_cfg *s, double loss);

@@ -93,6 +93,9 @@ arb_status arb_sched_cfg_from_conf(arb_sched_cfg *s, const arb_conf *sched,
 	s->threshold = (int)get_int(sched, S, "threshold");
 	s->threshold_start = (int)get_int(sched, S, "threshold_start");
 	s->warmup_steps = (int)get_int(sched, S, "warmup_steps");
+	s->threshold_end = (int)get_int(sched, S, "threshold_end");
+	s->anneal_start = get_int(sched, S, "anneal_start");
+	s->anneal_steps = get_int(sched, S, "anneal_steps");
 	s->sr_R = (int)get_int(sched, S, "sr_R");
 	s->accum_init = (int)get_int(sched, S, "accum_init");
 	s->flip_cap = get_float(sched, S, "flip_cap");
@@ -114,6 +117,20 @@ arb_status arb_sched_cfg_from_conf(arb_sched_cfg *s, const arb_conf *sched,
 		return ARB_FAIL(err, ARB_ERR_CONFIG,
 				"[schedule] threshold_start: %d outside 0..127",
 				s->threshold_start);
+	if (s->threshold_end < 0 || s->threshold_end > 127)
+		return ARB_FAIL(err, ARB_ERR_CONFIG,
+				"[schedule] threshold_end: %d outside 0..127",
+				s->threshold_end);
+	if (s->threshold_end > 0 && s->anneal_steps <= 0)
+		return ARB_FAIL(err, ARB_ERR_CONFIG,
+				"[schedule] anneal_steps: must be > 0 when "
+				"threshold_end is set (%d)", s->threshold_end);
+	if (s->threshold_end > 0 && s->warmup_steps > 0 &&
+	    s->anneal_start < s->warmup_steps)
+		return ARB_FAIL(err, ARB_ERR_CONFIG,
+				"[schedule] anneal_start: %lld is inside the warm-up "
+				"(warmup_steps %d)", (long long)s->anneal_start,
+				s->warmup_steps);
 	if (s->accum_init == -1)
 		s->accum_init = s->threshold / 2;
 	if (s->accum_init < 0 || s->accum_init > 127)
@@ -145,7 +162,11 @@ arb_status arb_sched_cfg_from_conf(arb_sched_cfg *s, const arb_conf *sched,
 
 /* thr(t) = start + (threshold - start) * t / warmup_steps (integer division,
  * truncating toward zero, i.e. toward start) for t < warmup_steps;
- * threshold afterwards or when there is no warm-up */
+ * threshold afterwards or when there is no warm-up. With threshold_end > 0:
+ * thr(t) = threshold + (end - threshold) * (t - a) / anneal_steps for
+ * a < t < a + anneal_steps (a = anneal_start, same truncation), end from
+ * then on: the integer analogue of a decaying learning rate (a larger
+ * threshold needs more agreeing votes per flip) */
 int arb_sched_threshold(const arb_sched_cfg *s, uint64_t t)
 {
 	int thr = s->threshold;
@@ -153,6 +174,13 @@ int arb_sched_threshold(const arb_sched_cfg *s, uint64_t t)
 	    t < (uint64_t)s->warmup_steps) {
 		int64_t d = (int64_t)s->threshold - s->threshold_start;
 		thr = (int)(s->threshold_start + d * (int64_t)t / s->warmup_steps);
+	}
+	if (s->threshold_end > 0 && s->anneal_steps > 0 &&
+	    t > (uint64_t)s->anneal_start) {
+		uint64_t dt = t - (uint64_t)s->anneal_start;
+		int64_t d = (int64_t)s->threshold_end - s->threshold;
+		thr = dt >= (uint64_t)s->anneal_steps ? s->threshold_end
+			: (int)(s->threshold + d * (int64_t)dt / s->anneal_steps);
 	}
 	return thr < 1 ? 1 : thr > 127 ? 127 : thr;
 }

@@ -413,6 +413,23 @@ START_TEST(schedule)
 	s.threshold_start = 20;                  /* warm-up downward */
 	ck_assert_int_eq(arb_sched_threshold(&s, 2), 18);
 	ck_assert_int_eq(arb_sched_threshold(&s, 8), 12);
+	/* anneal after the warm-up: 12 -> 24 over steps (100, 140] */
+	s.threshold_end = 24;
+	s.anneal_start = 100;
+	s.anneal_steps = 40;
+	ck_assert_int_eq(arb_sched_threshold(&s, 2), 18);  /* warm-up untouched */
+	ck_assert_int_eq(arb_sched_threshold(&s, 100), 12);
+	ck_assert_int_eq(arb_sched_threshold(&s, 103), 12); /* 12 + 12*3/40 */
+	ck_assert_int_eq(arb_sched_threshold(&s, 104), 13);
+	ck_assert_int_eq(arb_sched_threshold(&s, 120), 18);
+	ck_assert_int_eq(arb_sched_threshold(&s, 139), 23);
+	ck_assert_int_eq(arb_sched_threshold(&s, 140), 24);
+	ck_assert_int_eq(arb_sched_threshold(&s, 99999), 24);
+	s.threshold_end = 6;                     /* anneal downward */
+	ck_assert_int_eq(arb_sched_threshold(&s, 120), 9);
+	ck_assert_int_eq(arb_sched_threshold(&s, 200), 6);
+	s.threshold_end = 0;
+	ck_assert_int_eq(arb_sched_threshold(&s, 200), 12);
 
 	/* step = min(max, 1 + floor(loss_step * max(0, loss - floor))) */
 	ck_assert_int_eq(arb_sched_loss_step(&s, 5.0), 1); /* off */
