@@ -1023,6 +1023,24 @@ arb_status arb_cfg_validate_section(arb_cfg *cfg, const char *name,
 	return validate(cfg, s, schema, err);
 }
 
+/* A semantic error found after validation (a combination of keys): the
+ * location of `key` in [section] (its line, or its --set; the section header
+ * when the key was not written), then "[section] key: message". */
+arb_status arb_cfg_key_error(const arb_cfg *cfg, const char *name,
+			     const char *key, arb_error *err, const char *fmt,
+			     ...)
+{
+	char what[600];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+	section *s = find_section(cfg, name);
+	kv *k = s && key ? find_kv(s, key) : NULL;
+	return fail_at(err, cfg, s, k, "[%s] %s: %s", name, key ? key : "",
+		       what);
+}
+
 const char *arb_cfg_path(const arb_cfg *cfg)
 {
 	return cfg->path;

@@ -46,6 +46,12 @@ arb_status arb_cfg_validate_section(arb_cfg *cfg, const char *section,
 				    const arb_conf_key *schema, arb_error *err);
 /* print the resolved config (every key, defaults filled) as INI */
 void arb_cfg_dump(const arb_cfg *cfg, FILE *f);
+/* "file:line: [section] key: message" (ARB_ERR_CONFIG) for a combination
+ * of values that is wrong although each key validated: the line of `key`
+ * (or its --set, or the section header when the key was not written) */
+arb_status arb_cfg_key_error(const arb_cfg *cfg, const char *section,
+			     const char *key, arb_error *err, const char *fmt,
+			     ...) ARB_PRINTF(5, 6);
 /* the config file's path ("" if none) */
 const char *arb_cfg_path(const arb_cfg *cfg);
 

@@ -13,7 +13,10 @@
  *   publish       named tensor table owned by the model: the descriptor is
  *                 copied, the data stays in the publisher's backend memory
  *   lookup        NULL when nothing of that name was published
- *   call_forward / call_backward   another component by instance name
+ *   call_forward / call_backward   another component by instance name;
+ *                 refused when the core itself runs that component at
+ *                 io->layer (the call would overwrite the activations the
+ *                 trunk's backward of that block needs)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,6 +171,21 @@ static arb_status host_call(const arb_host *h, const char *instance,
 		return ARB_FAIL(err, ARB_ERR_PLUGIN,
 				"[%s] call_%s: a component cannot call itself",
 				me->instance, backward ? "backward" : "forward");
+	int at_layer = 0;
+	if (c->placed && io) {
+		if (c->slot == ARB_SLOT_INPUT) at_layer = io->layer == -1;
+		for (int i = 0; i < c->n_layers; i++)
+			at_layer |= c->layers[i] == io->layer;
+	}
+	if (at_layer)
+		return ARB_FAIL(err, ARB_ERR_PLUGIN,
+				"[%s] call_%s: component '%s' ([%s]) already runs in "
+				"the trunk at block %d, where a call would overwrite "
+				"the activations its own backward needs: give the "
+				"caller an instance of its own (a section "
+				"[%s:NAME] with trunk = false)", me->instance,
+				backward ? "backward" : "forward", c->instance,
+				c->section, io->layer, c->lp.desc->name);
 	const arb_plugin *d = c->lp.desc;
 	arb_status s = backward ? d->backward(c->self, io, err)
 				: d->forward(c->self, io, err);

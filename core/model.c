@@ -58,6 +58,10 @@
  *                  embedding).
  *   INPUT slot     adds to the input embeddings (layer -1).
  *   SERVICE slot   only runs through host->call_forward.
+ *   trunk = false  (a BOOL `trunk` key in the plugin's schema, set false):
+ *                  placed in no block whatever the slot, runs only through
+ *                  host->call_forward; its `layers` must be empty (config
+ *                  error at the line of `layers` otherwise).
  */
 #include <math.h>
 #include <stdio.h>
@@ -183,11 +187,10 @@ static arb_status mk_gain(arb_model *m, const char *name, arb_tern **out,
 	return arb_registry_create(&m->reg, name, 1, m->D, &p, out, err);
 }
 
-static int schema_has_layers(const arb_conf_key *s)
+static int schema_has(const arb_conf_key *s, const char *key, int type)
 {
 	for (; s && s->key; s++)
-		if (strcmp(s->key, "layers") == 0 && s->type == ARB_CONF_INT_LIST)
-			return 1;
+		if (strcmp(s->key, key) == 0 && s->type == type) return 1;
 	return 0;
 }
 
@@ -287,18 +290,34 @@ static arb_status load_components(arb_model *m, const arb_cfg *cfg,
 					"[%s]: section vanished after validation",
 					section);
 
-		/* placement (phase 1: no instance is created yet) */
+		/* placement (phase 1: no instance is created yet). A schema
+		 * with a bool `trunk` key lets a section declare an instance
+		 * the core runs in no block (trunk = false): it only runs when
+		 * another component calls it through the host. */
 		int64_t lst[256];
 		int nl = 0;
-		if (schema_has_layers(d->schema))
+		if (schema_has(d->schema, "layers", ARB_CONF_INT_LIST))
 			nl = arb_conf_int_list(conf, "layers", lst, 256);
+		c->placed = c->slot != ARB_SLOT_SERVICE;
+		if (schema_has(d->schema, "trunk", ARB_CONF_BOOL) &&
+		    !arb_conf_bool(conf, "trunk")) {
+			c->placed = 0;
+			if (nl)
+				return arb_cfg_key_error(cfg, section, "layers", err,
+							 "must be empty with trunk = "
+							 "false (the instance serves no "
+							 "block; it runs only when another "
+							 "component calls it)");
+		}
 		for (int k = 0; k < nl; k++)
 			if (lst[k] < 0 || lst[k] >= m->L)
-				return ARB_FAIL(err, ARB_ERR_CONFIG,
-						"[%s] layers: %lld is not a block "
-						"index (model has %d layers)", section,
-						(long long)lst[k], m->L);
-		if (c->slot == ARB_SLOT_FFN) {
+				return arb_cfg_key_error(cfg, section, "layers", err,
+							 "%lld is not a block index "
+							 "(model has %d layers)",
+							 (long long)lst[k], m->L);
+		if (!c->placed) {
+			/* in no block: n_layers stays 0 */
+		} else if (c->slot == ARB_SLOT_FFN) {
 			if (m->L == 0)
 				return ARB_FAIL(err, ARB_ERR_CONFIG,
 						"[%s]: an FFN component needs at least "
@@ -373,7 +392,7 @@ static arb_status run_slot(arb_model *m, int slot, int l, int backward,
 	for (int k = 0; k < m->n_comps; k++) {
 		int i = backward ? m->n_comps - 1 - k : k;
 		arb_component *c = m->comps[i];
-		if (c->slot != slot) continue;
+		if (c->slot != slot || !c->placed) continue;
 		if (slot != ARB_SLOT_INPUT && !comp_in_layer(c, l)) continue;
 		if (err) err->msg[0] = 0;
 		io->aux_loss = 0;

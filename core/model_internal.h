@@ -26,6 +26,10 @@ typedef struct arb_component {
 	int *layers;             /* FFN: layers replaced; RESIDUAL: after which
 				    blocks (-1 = after the embedding) */
 	int n_layers;
+	int placed;              /* 1: the core runs it in the trunk (its slot,
+				    its layers); 0: a service slot, or a
+				    section with trunk = false: it runs only
+				    through host->call_forward/backward */
 	double aux_loss;         /* last aux_loss reported through arb_io */
 	arb_host host;           /* this component's services table */
 	arb_hostctx *ctx;
