@@ -808,6 +808,107 @@ START_TEST(test_plugin_refusals)
 }
 END_TEST
 
+/* the real moe, vq and graph plugins: [moe] in block 1 and a second moe
+ * instance [moe:gx] declared with trunk = false, which the core places in no
+ * block and the graph calls for its expert mixing. */
+static const char *write_gx_ini(const char *gx_extra, int *gx_extra_line)
+{
+	static char path[4200];
+	snprintf(path, sizeof path, "%s/gx.ini", arb_test_tmpdir());
+	FILE *f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	const char *lines[] = {
+		"[run]", "seed = 7", NULL /* plugin_path */, "[model]", "d_model = 32",
+		"layers = 2", "heads = 2", "ctx = 8",
+		"[moe]", "layers = 1", "experts = 4", "top_k = 2", "rank = 4",
+		"hidden = 48",
+		"[vq:shared]", "layers = 1", "size = 64", "dim = 8",
+		"[graph]", "vq = shared", "nodes = 64", "node_dim = 8",
+		"max_edges = 256", "max_iters = 2", "experts = gx",
+		"[moe:gx]", "trunk = false", "experts = 2", "top_k = 2",
+		"rank = 2", "hidden = 16",
+	};
+	int n = (int)(sizeof lines / sizeof lines[0]);
+	for (int i = 0; i < n; i++) {
+		if (lines[i]) fprintf(f, "%s\n", lines[i]);
+		else fprintf(f, "plugin_path = %s\n", arb_test_build_path("plugins"));
+	}
+	if (gx_extra) fprintf(f, "%s\n", gx_extra);
+	*gx_extra_line = n + 1;
+	fclose(f);
+	return path;
+}
+
+START_TEST(test_plugin_trunk_false)
+{
+	int line;
+	const char *path = write_gx_ini(NULL, &line);
+	arb_cfg *cfg = NULL;
+	arb_error err = { 0 };
+	ck_assert_msg(arb_cfg_load(&cfg, path, NULL, &err) == ARB_OK, "%s", err.msg);
+	arb_model *m = make_model(cfg, arb_backend_cpu(), 2);
+	arb_registry *r = arb_model_registry(m);
+	/* [moe] replaced block 1's SwiGLU; [moe:gx] replaced none (empty
+	 * `layers` does not mean "every block" with trunk = false) */
+	ck_assert_ptr_nonnull(arb_registry_find(r, "moe.L1.router"));
+	ck_assert_ptr_null(arb_registry_find(r, "blk1.ffn.w1"));
+	ck_assert_ptr_nonnull(arb_registry_find(r, "blk0.ffn.w1"));
+	ck_assert_ptr_nonnull(arb_registry_find(r, "gx.router"));
+	ck_assert_ptr_nonnull(arb_registry_find(r, "gx.down"));
+	ck_assert_ptr_null(arb_registry_find(r, "gx.L0.router"));
+	ck_assert_ptr_null(arb_registry_find(r, "gx.L1.router"));
+	arb_tern *gr = arb_registry_find(r, "gx.down");
+	size_t nb = (size_t)(gr->rows * gr->cols);
+	int8_t *before = malloc(nb);
+	memcpy(before, gr->T_accum, nb);
+	uint8_t bytes[2 * 27];
+	for (uint64_t t = 0; t < 2; t++) {
+		fill_text(bytes, sizeof bytes, 20 + t);
+		ck_assert(isfinite(fwd(m, bytes, 2, 1)));
+		ck_assert_msg(arb_model_backward(m, &k_vote, &err) == ARB_OK, "%s",
+			      err.msg);
+		if (t == 0)   /* the graph's calls voted on gx */
+			ck_assert(memcmp(before, gr->T_accum, nb) != 0);
+		ck_assert_msg(arb_model_step(m, t, NULL, &err) == ARB_OK, "%s", err.msg);
+	}
+	free(before);
+	char met[2048];
+	ck_assert_int_gt(arb_model_metrics(m, met, sizeof met), 0);
+	ck_assert_msg(strstr(met, "gx_aux=") && strstr(met, "graph_iters="), "%s", met);
+	arb_model_free(m);
+	arb_cfg_free(cfg);
+
+	/* the graph naming the trunk's instance: moe serves block 1, where the
+	 * graph runs; the host refuses the call, the graph names its key */
+	static const char *const ov[] = { "graph.experts=moe", NULL };
+	ck_assert_msg(arb_cfg_load(&cfg, path, ov, &err) == ARB_OK, "%s", err.msg);
+	m = make_model(cfg, arb_backend_cpu(), 2);
+	double loss;
+	memset(&err, 0, sizeof err);
+	ck_assert_int_eq(arb_model_forward(m, bytes, 2, 1, &loss, &err), ARB_ERR_PLUGIN);
+	ck_assert_msg(strstr(err.msg, "experts = moe") &&
+		      strstr(err.msg, "already runs in the trunk at block 1") &&
+		      strstr(err.msg, "trunk = false"), "%s", err.msg);
+	arb_model_free(m);
+	arb_cfg_free(cfg);
+
+	/* trunk = false with a `layers` list: a config error at that line */
+	path = write_gx_ini("layers = 0", &line);
+	ck_assert_msg(arb_cfg_load(&cfg, path, NULL, &err) == ARB_OK, "%s", err.msg);
+	m = NULL;
+	memset(&err, 0, sizeof err);
+	ck_assert_int_eq(arb_model_create(&m, cfg, arb_backend_cpu(), 2, &err),
+			 ARB_ERR_CONFIG);
+	ck_assert_ptr_null(m);
+	char want[4400];
+	snprintf(want, sizeof want, "%s:%d: [moe:gx] layers: must be empty with "
+		 "trunk = false", path, line);
+	ck_assert_msg(strncmp(err.msg, want, strlen(want)) == 0, "got: %s\nwant: %s",
+		      err.msg, want);
+	arb_cfg_free(cfg);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * host services table against an in-process fake component */
 
@@ -1014,6 +1115,7 @@ Suite *suite_model(void)
 	tcase_add_test(tc, test_missing_plugin);
 	tcase_add_test(tc, test_plugin_ffn);
 	tcase_add_test(tc, test_plugin_refusals);
+	tcase_add_test(tc, test_plugin_trunk_false);
 	tcase_add_test(tc, test_host_table);
 	tcase_add_test(tc, test_components_extra);
 	suite_add_tcase(s, tc);

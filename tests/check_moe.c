@@ -20,6 +20,9 @@
  * Routing: ties go to the lower expert index; every token to one expert
  *   (the other experts get no tokens, so their B blocks get exactly zero
  *   gradient); odd token counts (37, 39) that fit no tile size.
+ * trunk = false: one tensor set "<instance>.<name>" (no "L<l>."), every
+ *   io->layer served by it (same y for layers 0 and 7); a `layers` list with
+ *   it is refused naming the key.
  * GPU (tag "gpu"): the CUDA backend against the CPU on both paths.
  */
 #include <check.h>
@@ -639,8 +642,8 @@ END_TEST
 START_TEST(test_schema_and_refusals)
 {
 	const arb_plugin *d = moe_desc();
-	const char *keys[] = { "layers", "experts", "top_k", "rank", "hidden",
-			       "balance", "dense_dispatch_max_tokens" };
+	const char *keys[] = { "layers", "trunk", "experts", "top_k", "rank",
+			       "hidden", "balance", "dense_dispatch_max_tokens" };
 	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
 		const arb_conf_key *k = d->schema;
 		while (k->key && strcmp(k->key, keys[i])) k++;
@@ -660,6 +663,63 @@ START_TEST(test_schema_and_refusals)
 	d->destroy(self);
 	d->destroy(NULL);
 	th_free(th);
+}
+END_TEST
+
+/* a moe declared with trunk = false (called through the host only) */
+START_TEST(test_trunk_false)
+{
+	const arb_plugin *d = moe_desc();
+	int D = 12, B = 2, T = 5;
+	size_t n = (size_t)B * T * D;
+	arb_harness H;
+	arb_model_info mi = { sizeof mi, D, 2, 1, 64, 4, 4, 1234 };
+	arb_harness_init(&H, arb_backend_cpu(), &mi);
+	arb_harness_use(&H, d);
+	arb_error err = { 0 };
+	ck_assert_int_eq(arb_harness_set(&H, "trunk", "false", &err), ARB_OK);
+	ck_assert_int_eq(arb_harness_set(&H, "hidden", "10", &err), ARB_OK);
+	ck_assert_int_eq(arb_harness_set(&H, "experts", "4", &err), ARB_OK);
+	ck_assert_int_eq(arb_harness_set(&H, "layers", "1", &err), ARB_OK);
+	ck_assert_int_eq(arb_harness_create(&H, "gx", &err), ARB_ERR_CONFIG);
+	ck_assert_msg(strstr(err.msg, "[gx] layers: must be empty with trunk = false"),
+		      "%s", err.msg);
+	arb_harness_free(&H);
+	arb_harness_init(&H, arb_backend_cpu(), &mi);
+	arb_harness_use(&H, d);
+	ck_assert_int_eq(arb_harness_set(&H, "trunk", "false", &err), ARB_OK);
+	ck_assert_int_eq(arb_harness_set(&H, "hidden", "10", &err), ARB_OK);
+	ck_assert_int_eq(arb_harness_set(&H, "experts", "4", &err), ARB_OK);
+	ck_assert_msg(arb_harness_create(&H, "gx", &err) == ARB_OK, "%s", err.msg);
+	ck_assert_int_eq(H.n_tern, 7);
+	static const char *const names[] = { "gx.router", "gx.gate", "gx.up",
+		"gx.down", "gx.a", "gx.bg", "gx.bu" };
+	for (int i = 0; i < 7; i++) ck_assert_str_eq(H.tern[i]->name, names[i]);
+	float *x = malloc(n * 4), *y0 = calloc(n, 4), *y7 = calloc(n, 4);
+	arb_test_fill(x, n, 3);
+	arb_io io;
+	memset(&io, 0, sizeof io);
+	io.struct_size = sizeof io;
+	io.be = H.host.backend(&H.host);
+	io.B = B;
+	io.T = T;
+	io.D = D;
+	io.x = x;
+	io.layer = 0;
+	io.y = y0;
+	ck_assert_int_eq(d->forward(H.self, &io, &err), ARB_OK);
+	ck_assert_ptr_nonnull(H.host.lookup(&H.host, "gx.topk_idx"));
+	io.layer = 7;
+	io.y = y7;
+	ck_assert_int_eq(d->forward(H.self, &io, &err), ARB_OK);
+	ck_assert(memcmp(y0, y7, n * 4) == 0);
+	double s = 0;
+	for (size_t i = 0; i < n; i++) s += fabs(y0[i]);
+	ck_assert_msg(s > 1e-3, "|y| = %g", s);
+	free(x);
+	free(y0);
+	free(y7);
+	arb_harness_free(&H);
 }
 END_TEST
 
@@ -778,6 +838,7 @@ Suite *suite_moe(void)
 	tcase_add_test(tc, test_odd_token_counts);
 	tcase_add_test(tc, test_routing_ties);
 	tcase_add_test(tc, test_one_expert_takes_all);
+	tcase_add_test(tc, test_trunk_false);
 	suite_add_tcase(s, tc);
 	TCase *tg = tcase_create("gpu");
 	tcase_set_tags(tg, "gpu");

@@ -3,7 +3,9 @@
  * (ARB_SLOT_FFN) in the layers named by `layers` (README.md has the design).
  *
  * Per layer l (tensors "<instance>.L<l>.<name>", all ternary, all through
- * host->tern_create):
+ * host->tern_create; with trunk = false one set "<instance>.<name>" that
+ * serves every call, whatever io->layer: the instance runs in no block and
+ * only another component calls it, e.g. the graph's ACT loop):
  *   router  E x D          logits = x R^T
  *   gate    F x D (Gs)     shared gate projection
  *   up      F x D (Us)     shared up projection
@@ -332,6 +334,7 @@ typedef struct moe {
 	const arb_host *host;
 	char instance[64];
 	int D, F, E, k, r;
+	int trunk;           /* 0: no block; one set for host calls */
 	double balance;
 	int64_t dense_max;
 	int n_layers;
@@ -341,7 +344,11 @@ typedef struct moe {
 
 static const arb_conf_key moe_schema[] = {
 	{ "layers", ARB_CONF_INT_LIST, "", 0, 4095, NULL,
-	  "blocks whose SwiGLU FFN this MoE replaces (empty = every block)" },
+	  "blocks whose SwiGLU FFN this MoE replaces (empty = every block; "
+	  "must be empty with trunk = false)" },
+	{ "trunk", ARB_CONF_BOOL, "true", 0, 0, NULL,
+	  "false: replace no block's FFN; one weight set, run only by another "
+	  "component through the host (e.g. [graph] experts = this instance)" },
 	{ "experts", ARB_CONF_INT, "8", 1, MOE_MAX_EXPERTS, NULL,
 	  "number of experts E" },
 	{ "top_k", ARB_CONF_INT, "2", 1, MOE_MAX_TOPK, NULL,
@@ -441,6 +448,7 @@ static arb_status moe_create(const arb_host *host, const arb_conf *conf,
 	s->F = (int)(F ? F : 4 * (int64_t)s->D);
 	s->balance = host->conf_float(conf, "balance");
 	s->dense_max = host->conf_int(conf, "dense_dispatch_max_tokens");
+	s->trunk = host->conf_bool(conf, "trunk");
 	if (s->k > s->E)
 		return host->set_error(err, ARB_ERR_CONFIG,
 				       "[%s] top_k: %d is more than experts = %d",
@@ -452,7 +460,12 @@ static arb_status moe_create(const arb_host *host, const arb_conf *conf,
 	int64_t lst[MOE_MAX_LAYERS];
 	int nl = host->conf_int_list(conf, "layers", lst, MOE_MAX_LAYERS);
 	if (nl > MOE_MAX_LAYERS) nl = MOE_MAX_LAYERS;
-	s->n_layers = nl ? nl : mi->n_layers;
+	if (!s->trunk && nl)
+		return host->set_error(err, ARB_ERR_CONFIG,
+				       "[%s] layers: must be empty with trunk = "
+				       "false (the instance serves no block)",
+				       instance);
+	s->n_layers = !s->trunk ? 1 : nl ? nl : mi->n_layers;
 	if (s->n_layers <= 0 || s->n_layers > MOE_MAX_LAYERS)
 		return host->set_error(err, ARB_ERR_CONFIG,
 				       "[%s] layers: %d layers (1..%d)", instance,
@@ -463,8 +476,9 @@ static arb_status moe_create(const arb_host *host, const arb_conf *conf,
 	int64_t E = s->E, Er = (int64_t)s->E * s->r, D = s->D, Fh = s->F;
 	for (int i = 0; i < s->n_layers; i++) {
 		moe_layer *L = &s->L[i];
-		L->layer = nl ? (int)lst[i] : i;
-		if (mi->n_layers > 0 && (L->layer < 0 || L->layer >= mi->n_layers))
+		L->layer = !s->trunk ? -1 : nl ? (int)lst[i] : i;
+		if (s->trunk && mi->n_layers > 0 &&
+		    (L->layer < 0 || L->layer >= mi->n_layers))
 			return host->set_error(err, ARB_ERR_CONFIG,
 					       "[%s] layers: %d is not a block index "
 					       "(model has %d layers)", instance,
@@ -486,23 +500,32 @@ static arb_status moe_create(const arb_host *host, const arb_conf *conf,
 			p.zero_frac = -1.0;
 			p.fan_in = shape[t][2];
 			char name[48];
-			snprintf(name, sizeof name, "L%d.%s", L->layer,
-				 tensor_names[t]);
+			if (s->trunk)
+				snprintf(name, sizeof name, "L%d.%s", L->layer,
+					 tensor_names[t]);
+			else
+				snprintf(name, sizeof name, "%s", tensor_names[t]);
 			arb_status st = host->tern_create(host, instance, name,
 							  shape[t][0], shape[t][1],
 							  &p, &L->t[t], err);
 			if (st) return st;
 		}
 	}
+	char where[48];
+	if (s->trunk)
+		snprintf(where, sizeof where, "%d layer(s)", s->n_layers);
+	else
+		snprintf(where, sizeof where, "no block (host calls only)");
 	host->log(host, ARB_LOG_INFO,
-		  "SharedProjectionMoE: %d layer(s), D=%d F=%d experts=%d top_k=%d "
-		  "rank=%d balance=%g dense<=%lld tokens", s->n_layers, s->D, s->F,
+		  "SharedProjectionMoE: %s, D=%d F=%d experts=%d top_k=%d "
+		  "rank=%d balance=%g dense<=%lld tokens", where, s->D, s->F,
 		  s->E, s->k, s->r, s->balance, (long long)s->dense_max);
 	return ARB_OK;
 }
 
 static moe_layer *layer_of(moe *s, int layer)
 {
+	if (!s->trunk) return &s->L[0];
 	for (int i = 0; i < s->n_layers; i++)
 		if (s->L[i].layer == layer) return &s->L[i];
 	return NULL;
@@ -548,8 +571,11 @@ static void publish_routing(moe *s, moe_layer *L, const moe_dims *d)
 		nt.shape[1] = t[i].s1;
 		nt.data = t[i].p;
 		char name[128];
-		snprintf(name, sizeof name, "%s.L%d.%s", s->instance, L->layer,
-			 t[i].n);
+		if (s->trunk)
+			snprintf(name, sizeof name, "%s.L%d.%s", s->instance,
+				 L->layer, t[i].n);
+		else
+			snprintf(name, sizeof name, "%s.%s", s->instance, t[i].n);
 		h->publish(h, name, &nt, NULL);
 	}
 }
