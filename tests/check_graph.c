@@ -22,6 +22,20 @@
  *                    duplicates, n <= cap, ids valid
  *   save/load        round trip restores the edge list and the outputs;
  *                    a duplicate edge is refused with ARB_ERR_FORMAT
+ *   experts (fd)     the graph mixing a moe instance declared with
+ *                    trunk = false, called through the test host's
+ *                    call_forward / call_backward: dx and the recorded dW of
+ *                    the experts' and the graph's own tensors against
+ *                    central differences (entries whose perturbation changes
+ *                    a halting step or any top-k routing are skipped); every
+ *                    ACT iteration calls the experts once forward and once
+ *                    backward
+ *   experts (apart)  a trunk moe instance (layer 1) with the graph and its
+ *                    own experts instance run between the trunk moe's
+ *                    forward and backward: y, dx and the trunk moe's votes
+ *                    are bit-identical to running it alone; control: a graph
+ *                    whose experts are the trunk instance itself breaks the
+ *                    trunk's backward
  *   gpu (tag)        CUDA backend against the CPU: y, dx, edge list
  */
 #include <check.h>
@@ -57,6 +71,7 @@ typedef struct gconf {
 	int64_t nodes, node_dim, hops, rank, max_edges, window, decay_every,
 		edge_threshold, max_iters, experts_layer;
 	double halt_threshold, halt_bias, ponder;
+	const char *experts;   /* NULL: none */
 } gconf;
 
 typedef arb_harness thost;
@@ -81,6 +96,11 @@ static gconf conf_default(void)
 	return c;
 }
 
+static arb_status tcall_forward(const arb_host *h, const char *instance,
+				arb_io *io, arb_error *err);
+static arb_status tcall_backward(const arb_host *h, const char *instance,
+				 arb_io *io, arb_error *err);
+
 static thost *th_new(arb_backend *be, int D, const gconf *c)
 {
 	thost *th = calloc(1, sizeof *th);
@@ -101,7 +121,7 @@ static thost *th_new(arb_backend *be, int D, const gconf *c)
 	};
 	arb_error err = { 0 };
 	arb_status s = arb_harness_set(th, "vq", "shared", &err);
-	if (!s) s = arb_harness_set(th, "experts", "", &err);
+	if (!s) s = arb_harness_set(th, "experts", c->experts ? c->experts : "", &err);
 	for (size_t i = 0; !s && i < sizeof ik / sizeof ik[0]; i++)
 		s = arb_harness_setf(th, ik[i].key, &err, "%lld", (long long)ik[i].v);
 	for (size_t i = 0; !s && i < sizeof fk / sizeof fk[0]; i++)
@@ -109,6 +129,9 @@ static thost *th_new(arb_backend *be, int D, const gconf *c)
 	ck_assert_msg(s == ARB_OK, "conf: %s", err.msg);
 	s = arb_harness_create(th, "g", &err);
 	ck_assert_msg(s == ARB_OK, "create: %s", err.msg);
+	/* call_forward / call_backward reach the test's callees (below) */
+	th->host.call_forward = tcall_forward;
+	th->host.call_backward = tcall_backward;
 	return th;
 }
 
@@ -209,6 +232,122 @@ static const float *th_ponder(thost *th)
 	ck_assert_ptr_nonnull(p);
 	ck_assert_int_eq(p->dtype, ARB_F32);
 	return p->data;
+}
+
+/* ------------------------------------------------------------------------
+ * components the graph calls through its host: moe instances in harnesses of
+ * their own, found by instance name as the core's call_forward finds them.
+ * Their calls run on the graph's io->be (the graph harness's wrapped
+ * backend), so once their tensors are adopted by the graph's harness the FD
+ * hooks perturb and record them like the graph's own. */
+
+#define MAX_CALLEES 4
+static arb_harness *callee[MAX_CALLEES];
+static int n_callee;
+static int64_t calls_fwd, calls_bwd;
+static uint64_t route_sig;  /* hash of the top-k choices of every callee
+			       forward since the last reset */
+
+static const arb_plugin *moe_desc(void)
+{
+	static const arb_plugin *d;
+	if (d) return d;
+	char msg[600];
+	d = arb_test_plugin("moe", msg, sizeof msg);
+	ck_assert_msg(d != NULL, "%s", msg);
+	return d;
+}
+
+static arb_status tcall(const arb_host *h, const char *instance, arb_io *io,
+			int backward, arb_error *err)
+{
+	(void)h;
+	for (int i = 0; i < n_callee; i++) {
+		arb_harness *C = callee[i];
+		if (strcmp(C->instance, instance)) continue;
+		arb_status s = backward ? C->desc->backward(C->self, io, err)
+					: C->desc->forward(C->self, io, err);
+		if (s) return s;
+		if (backward) {
+			calls_bwd++;
+			return ARB_OK;
+		}
+		calls_fwd++;
+		char nm[128];
+		snprintf(nm, sizeof nm, "%s.topk_idx", instance);
+		const arb_named *t = C->host.lookup(&C->host, nm);
+		if (!t) {
+			snprintf(nm, sizeof nm, "%s.L%d.topk_idx", instance, io->layer);
+			t = C->host.lookup(&C->host, nm);
+		}
+		ck_assert_msg(t != NULL, "%s published no routing", instance);
+		const int32_t *idx = t->data;  /* CPU: host memory */
+		for (int64_t k = 0; k < t->shape[0] * t->shape[1]; k++)
+			route_sig = (route_sig ^ (uint64_t)(idx[k] + 1)) * 1099511628211ull;
+		return ARB_OK;
+	}
+	return (arb_status)h->set_error(err, ARB_ERR_PLUGIN,
+					"test host: no component named '%s'", instance);
+}
+
+static arb_status tcall_forward(const arb_host *h, const char *instance,
+				arb_io *io, arb_error *err)
+{
+	return tcall(h, instance, io, 0, err);
+}
+
+static arb_status tcall_backward(const arb_host *h, const char *instance,
+				 arb_io *io, arb_error *err)
+{
+	return tcall(h, instance, io, 1, err);
+}
+
+/* a moe instance (experts 4, top-2, rank 2, hidden 12, balance 0.5) the
+ * graph can call; trunk = 0: declared with trunk = false */
+static arb_harness *moe_new(arb_backend *be, int D, const char *instance,
+			    int trunk, const char *layers)
+{
+	ck_assert_int_lt(n_callee, MAX_CALLEES);
+	arb_harness *C = calloc(1, sizeof *C);
+	arb_model_info mi = { sizeof mi, D, 2, 1, 16, 4, 4, 4321 };
+	arb_harness_init(C, be, &mi);
+	arb_harness_use(C, moe_desc());
+	arb_error err = { 0 };
+	const char *kv[][2] = {
+		{ "experts", "4" }, { "top_k", "2" }, { "rank", "2" },
+		{ "hidden", "12" }, { "balance", "0.5" },
+		{ "trunk", trunk ? "true" : "false" }, { "layers", layers },
+	};
+	arb_status s = ARB_OK;
+	for (size_t i = 0; !s && i < sizeof kv / sizeof kv[0]; i++)
+		s = arb_harness_set(C, kv[i][0], kv[i][1], &err);
+	if (!s) s = arb_harness_create(C, instance, &err);
+	ck_assert_msg(s == ARB_OK, "moe %s: %s", instance, err.msg);
+	callee[n_callee++] = C;
+	return C;
+}
+
+/* the graph's harness takes over C's tensors (FD hooks, recording, freeing) */
+static void adopt(thost *th, arb_harness *C)
+{
+	for (int i = 0; i < C->n_tern; i++) {
+		ck_assert_int_lt(th->n_tern, ARB_H_MAX_TERNS);
+		th->tern[th->n_tern++] = C->tern[i];
+		C->tern[i] = NULL;
+	}
+	C->n_tern = 0;
+}
+
+/* destroy the callees (before the graph's harness: their workspaces live in
+ * its backend) */
+static void callees_free(void)
+{
+	for (int i = 0; i < n_callee; i++) {
+		arb_harness_free(callee[i]);
+		free(callee[i]);
+		callee[i] = NULL;
+	}
+	n_callee = 0;
 }
 
 /* deterministic codes in [0, V) with many duplicates */
@@ -688,6 +827,284 @@ START_TEST(test_missing_codes)
 END_TEST
 
 /* ------------------------------------------------------------------------
+ * expert mixing through a moe instance declared with trunk = false */
+
+static int tern_index(thost *th, const char *name)
+{
+	for (int i = 0; i < th->n_tern; i++)
+		if (!strcmp(th->tern[i]->name, name)) return i;
+	ck_abort_msg("no tensor %s", name);
+	return -1;
+}
+
+/* L = sum(y R) + aux of an evaluation forward; *same: the halting steps and
+ * every routing choice equal those of the reference (nst, sig) */
+static double fd_loss(thost *th, const float *x, const float *R, float *y,
+		      const float *nst, uint64_t sig, int *same)
+{
+	int64_t M = TB * TT, n = M * TD;
+	route_sig = 0;
+	double s = cpu_fwd(th, TB, TT, x, y, 0);
+	const float *pd = th_ponder(th);
+	for (int64_t m = 0; m < M; m++) *same &= floorf(pd[m]) == floorf(nst[m]);
+	*same &= route_sig == sig;
+	for (int64_t j = 0; j < n; j++) s += (double)y[j] * R[j];
+	return s;
+}
+
+START_TEST(test_fd_experts)
+{
+	int64_t M = TB * TT, n = M * TD;
+	arb_backend *cpu = arb_backend_cpu();
+	arb_harness *C = moe_new(cpu, TD, "gx", 0, "");
+	ck_assert_ptr_nonnull(arb_harness_tern(C, "gx.router")); /* no L<l>. */
+	ck_assert_ptr_null(arb_harness_tern(C, "gx.L1.router"));
+	gconf c = conf_default();
+	c.ponder = 2.0;
+	c.experts = "gx";
+	int32_t codes[TB * TT];
+	float *x = malloc(n * 4), *y = malloc(n * 4), *R = malloc(n * 4),
+	      *dx = malloc(n * 4), *xp = malloc(n * 4);
+	thost *th = warm_host(cpu, &c, codes, x);
+	adopt(th, C);
+	arb_test_fill(R, n, 78);
+	arb_test_fill(x, n, 79);
+	/* analytic: one training forward + backward, dW recorded */
+	for (int i = 0; i < th->n_tern; i++) {
+		free(th->dW[i]);
+		th->dW[i] = calloc((size_t)(th->tern[i]->rows * th->tern[i]->cols),
+				   sizeof(double));
+	}
+	th->recording = 1;
+	calls_fwd = calls_bwd = 0;
+	route_sig = 0;
+	cpu_fwd(th, TB, TT, x, y, 1);
+	uint64_t sig = route_sig;
+	int64_t nfwd = calls_fwd;
+	float nst[TB * TT];
+	memcpy(nst, th_ponder(th), sizeof nst);
+	cpu_bwd(th, TB, TT, x, R, dx);
+	th->recording = 0;
+	char met[512];
+	graph_desc()->metrics(th->self, met, sizeof met);
+	const char *it = strstr(met, "graph_iters=");
+	ck_assert_ptr_nonnull(it);
+	int iters = atoi(it + strlen("graph_iters="));
+	ck_assert_int_ge(iters, 2);
+	/* each iteration: one forward; backward: recompute + backward */
+	ck_assert_int_eq(nfwd, iters);
+	ck_assert_int_eq(calls_fwd, 2 * iters);
+	ck_assert_int_eq(calls_bwd, iters);
+	ck_assert_msg(strstr(met, "graph_active_edges=0 ") == NULL, "%s", met);
+
+	/* dx */
+	int used = 0, skipped = 0;
+	double eps = 1e-2, nrm = 0;
+	for (int64_t i = 0; i < n; i++) {
+		int same = 1;
+		memcpy(xp, x, n * 4);
+		xp[i] += (float)eps;
+		double lp = fd_loss(th, xp, R, y, nst, sig, &same);
+		xp[i] = x[i] - (float)eps;
+		double lm = fd_loss(th, xp, R, y, nst, sig, &same);
+		if (!same) { skipped++; continue; }
+		double fd = (lp - lm) / (2 * eps);
+		ck_assert_msg(fabs(dx[i] - fd) <= 5e-4 + 2e-2 * fabs(fd),
+			      "dx[%lld] %g vs fd %g", (long long)i, dx[i], fd);
+		nrm += fabs(dx[i]);
+		used++;
+	}
+	ck_assert_msg(used >= 3 * n / 4, "dx: only %d of %lld entries usable "
+		      "(%d skipped)", used, (long long)n, skipped);
+	ck_assert_msg(nrm > 1e-3, "|dx| = %g", nrm);
+
+	/* dW of the experts' tensors and of the graph's tensors downstream
+	 * of them: the 2 largest |dW| entries and 4 spread ones per tensor */
+	static const char *const names[] = {
+		"gx.router", "gx.gate", "gx.up", "gx.down", "gx.a", "gx.bg",
+		"gx.bu", "g.out", "g.halt", "g.h0.msg",
+	};
+	int wused = 0, wskipped = 0;
+	for (size_t t = 0; t < sizeof names / sizeof names[0]; t++) {
+		int ti = tern_index(th, names[t]);
+		arb_tern *w = th->tern[ti];
+		const double *g = th->dW[ti];
+		int64_t nw = w->rows * w->cols, pick[6] = { 0, 0 };
+		double gmax = 0;
+		for (int64_t i = 0; i < nw; i++)
+			if (fabs(g[i]) > fabs(g[pick[0]])) pick[1] = pick[0], pick[0] = i;
+			else if (i != pick[0] && fabs(g[i]) > fabs(g[pick[1]])) pick[1] = i;
+		gmax = fabs(g[pick[0]]);
+		ck_assert_msg(gmax > 1e-6, "%s: zero gradient", names[t]);
+		for (int p = 2; p < 6; p++)
+			pick[p] = (int64_t)(arb_rng_u32(5, t, (uint64_t)p) % (uint64_t)nw);
+		for (int p = 0; p < 6; p++) {
+			int same = 1;
+			th->fd_w = w;
+			th->fd_n = pick[p] / w->cols;
+			th->fd_k = pick[p] % w->cols;
+			th->fd_delta = eps;
+			double lp = fd_loss(th, x, R, y, nst, sig, &same);
+			th->fd_delta = -eps;
+			double lm = fd_loss(th, x, R, y, nst, sig, &same);
+			th->fd_delta = 0;
+			th->fd_w = NULL;
+			if (!same) { wskipped++; continue; }
+			double fd = (lp - lm) / (2 * eps);
+			ck_assert_msg(fabs(g[pick[p]] - fd) <= 1e-3 * gmax + 2e-2 * fabs(fd),
+				      "%s[%lld]: dW %g vs fd %g (max |dW| %g)", names[t],
+				      (long long)pick[p], g[pick[p]], fd, gmax);
+			wused++;
+		}
+	}
+	ck_assert_msg(wused >= 36, "dW: only %d of 60 entries usable (%d skipped)",
+		      wused, wskipped);
+	printf("graph experts FD: dx %d used / %d skipped, dW %d used / %d "
+	       "skipped, %d ACT iterations\n", used, skipped, wused, wskipped, iters);
+	callees_free();
+	th_free(th);
+	free(x);
+	free(y);
+	free(R);
+	free(dx);
+	free(xp);
+}
+END_TEST
+
+/* one forward + backward of a trunk moe instance at layer 1 (FFN slot: y
+ * and dx from zero); between them, `between` (may be NULL) runs */
+typedef struct trunk_run {
+	float *y, *dx;
+	int8_t *acc[8];
+	int n_acc;
+	arb_status bwd;
+} trunk_run;
+
+static void trunk_moe(arb_harness *T, const float *x, const float *dy,
+		      void (*between)(void *), void *arg, trunk_run *r)
+{
+	int64_t M = TB * TT, n = M * TD;
+	r->y = calloc(n, 4);
+	r->dx = calloc(n, 4);
+	arb_vote v = { ARB_VOTE_SIGN, 1, 1, 5, 0 };
+	arb_io io;
+	memset(&io, 0, sizeof io);
+	io.struct_size = sizeof io;
+	io.be = T->host.backend(&T->host);
+	io.B = TB;
+	io.T = TT;
+	io.D = TD;
+	io.layer = 1;
+	io.training = 1;
+	io.x = x;
+	io.y = r->y;
+	arb_error err = { 0 };
+	ck_assert_int_eq(T->desc->forward(T->self, &io, &err), ARB_OK);
+	if (between) between(arg);
+	io.y = NULL;
+	io.dy = dy;
+	io.dx = r->dx;
+	io.vote = &v;
+	r->bwd = T->desc->backward(T->self, &io, &err);
+	r->n_acc = 0;
+	for (int i = 0; i < T->n_tern && i < 8; i++) {
+		arb_tern *t = T->tern[i];
+		size_t nb = (size_t)(t->rows * t->cols);
+		r->acc[i] = malloc(nb);
+		memcpy(r->acc[i], t->T_accum, nb);
+		r->n_acc++;
+	}
+}
+
+static void trunk_run_free(trunk_run *r)
+{
+	free(r->y);
+	free(r->dx);
+	for (int i = 0; i < r->n_acc; i++) free(r->acc[i]);
+}
+
+/* the graph's training forward + backward on fixed data (its experts run) */
+static void graph_step(void *arg)
+{
+	thost *th = arg;
+	int64_t n = TB * TT * TD;
+	float *x = malloc(n * 4), *y = malloc(n * 4), *R = malloc(n * 4),
+	      *dx = malloc(n * 4);
+	arb_test_fill(x, n, 91);
+	arb_test_fill(R, n, 92);
+	cpu_fwd(th, TB, TT, x, y, 1);
+	cpu_bwd(th, TB, TT, x, R, dx);
+	free(x);
+	free(y);
+	free(R);
+	free(dx);
+}
+
+START_TEST(test_experts_apart)
+{
+	int64_t n = TB * TT * TD;
+	arb_backend *cpu = arb_backend_cpu();
+	float *x = malloc(n * 4), *dy = malloc(n * 4), *xw = malloc(n * 4);
+	int32_t codes[TB * TT];
+	arb_test_fill(x, n, 81);
+	arb_test_fill(dy, n, 82);
+	/* A: the trunk moe alone */
+	trunk_run a, b, c;
+	arb_harness *T = moe_new(cpu, TD, "moe", 1, "1");
+	trunk_moe(T, x, dy, NULL, NULL, &a);
+	ck_assert_int_eq(a.bwd, ARB_OK);
+	callees_free();
+	/* B: the same trunk moe (same init), and between its forward and
+	 * backward the graph (io->layer 1, the trunk moe's block) mixing its
+	 * own experts instance gx */
+	T = moe_new(cpu, TD, "moe", 1, "1");
+	arb_harness *G = moe_new(cpu, TD, "gx", 0, "");
+	gconf gc = conf_default();
+	gc.experts = "gx";
+	thost *th = warm_host(cpu, &gc, codes, xw);
+	arb_tern *gr = arb_harness_tern(G, "gx.router");
+	int8_t *before = malloc((size_t)(gr->rows * gr->cols));
+	memcpy(before, gr->T_accum, (size_t)(gr->rows * gr->cols));
+	calls_fwd = calls_bwd = 0;
+	trunk_moe(T, x, dy, graph_step, th, &b);
+	ck_assert_int_eq(b.bwd, ARB_OK);
+	ck_assert_int_gt(calls_fwd, 0);
+	ck_assert_int_gt(calls_bwd, 0);
+	ck_assert_msg(memcmp(before, gr->T_accum, (size_t)(gr->rows * gr->cols)) != 0,
+		      "the graph's experts received no votes");
+	free(before);
+	ck_assert_msg(memcmp(a.y, b.y, n * 4) == 0, "trunk moe y differs");
+	ck_assert_msg(memcmp(a.dx, b.dx, n * 4) == 0, "trunk moe dx differs");
+	ck_assert_int_eq(a.n_acc, 7);
+	ck_assert_int_eq(b.n_acc, 7);
+	for (int i = 0; i < a.n_acc; i++) {
+		arb_tern *t = T->tern[i];
+		ck_assert_msg(memcmp(a.acc[i], b.acc[i], (size_t)(t->rows * t->cols)) == 0,
+			      "votes of %s differ", t->name);
+	}
+	callees_free();
+	th_free(th);
+	/* control: a graph whose experts are the trunk instance itself, at
+	 * the trunk's block: its calls overwrite the activations the trunk's
+	 * backward needs (the core refuses such a call; the test host does
+	 * not), and the trunk's backward no longer has its forward */
+	T = moe_new(cpu, TD, "moe", 1, "1");
+	gc.experts = "moe";
+	th = warm_host(cpu, &gc, codes, xw);
+	trunk_moe(T, x, dy, graph_step, th, &c);
+	ck_assert_int_eq(c.bwd, ARB_ERR_INVALID);
+	callees_free();
+	th_free(th);
+	trunk_run_free(&a);
+	trunk_run_free(&b);
+	trunk_run_free(&c);
+	free(x);
+	free(dy);
+	free(xw);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------
  * GPU against CPU */
 
 static double gpu_rel_norm(const float *a, const float *b, size_t n)
@@ -798,6 +1215,8 @@ Suite *suite_graph(void)
 	tcase_add_test(tc, test_act_forced_halts);
 	tcase_add_test(tc, test_save_load);
 	tcase_add_test(tc, test_missing_codes);
+	tcase_add_test(tc, test_fd_experts);
+	tcase_add_test(tc, test_experts_apart);
 	suite_add_tcase(s, tc);
 	TCase *tg = tcase_create("gpu");
 	tcase_set_tags(tg, "gpu");

@@ -29,7 +29,9 @@
  * Backward is the exact adjoint of that (node states carry across iterations
  * and hops; the gather's adjoint sums duplicates; the halting weights get
  * dp_j = dw_j - dw_N - ponder/M for j < N). Experts are recomputed before
- * their backward (the instance keeps one activation set).
+ * their backward (the instance keeps one activation set; it must be one the
+ * trunk does not run, e.g. a moe section with trunk = false: the host
+ * refuses a call into a component at a block where the trunk runs it).
  * Edge signs learn from g_e = dL/dsign_e (at fixed 1/indeg), summed over the
  * hops and iterations of a step: vote -= sign(g_e) (int8, saturating); in
  * after_step |vote| >= edge_threshold moves the sign one step.
@@ -61,8 +63,7 @@ typedef struct graph {
 	char codes_name[128];
 	char experts[64];
 	int experts_layer;
-	int experts_ok;       /* 1 until a first call fails (then skipped) */
-	int experts_seen;     /* a call has succeeded once */
+	int experts_ok;       /* `experts` is set: mix them in every iteration */
 	int D, Dn, hops, r, max_iters, window, edge_thr;
 	int64_t nodes, decay_every;
 	float thr, bias, tau;
@@ -114,7 +115,9 @@ static const arb_conf_key graph_schema[] = {
 	{ "ponder", ARB_CONF_FLOAT, "0.01", 0, 100, NULL,
 	  "ponder cost weight tau (aux loss = tau * mean(N + R))" },
 	{ "experts", ARB_CONF_STRING, "", 0, 0, NULL,
-	  "instance called for expert mixing in each ACT iteration (empty: none)" },
+	  "instance called for expert mixing in each ACT iteration (empty: "
+	  "none), one the trunk does not run, e.g. [moe:NAME] with trunk = "
+	  "false" },
 	{ "experts_layer", ARB_CONF_INT, "-1", -1, 4095, NULL,
 	  "io->layer passed to the experts (-1: the graph's own)" },
 	ARB_CONF_END
@@ -423,17 +426,11 @@ static arb_status graph_forward(void *self, arb_io *io, arb_error *err)
 			arb_error e2;
 			memset(&e2, 0, sizeof e2);
 			arb_status st = g->host->call_forward(g->host, g->experts, &sub, &e2);
-			if (st && !g->experts_seen) {
-				g->host->log(g->host, ARB_LOG_WARN,
-					     "experts '%s' unavailable (%s): ACT runs "
-					     "without expert mixing", g->experts, e2.msg);
-				g->experts_ok = 0;
-				E = O;
-			} else if (st) {
-				if (err) *err = e2;
-				return st;
-			}
-			if (!st) g->experts_seen = 1;
+			if (st)
+				return g->host->set_error(err, st, "[%s] experts = %s: %s",
+							  g->instance, g->experts,
+							  e2.msg[0] ? e2.msg
+								    : "call_forward failed");
 			aux_experts += sub.aux_loss;
 		}
 		float *ph = F(W_PH) + (size_t)i * M;
