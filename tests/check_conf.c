@@ -134,7 +134,8 @@ START_TEST(test_arb_tiny_trains)
 	arb_error err = { 0 };
 	ck_assert_msg(arb_cfg_load(&cfg, "conf/arb-tiny.ini", ov, &err) == ARB_OK,
 		      "%s", err.msg);
-	ck_assert_int_eq(arb_cfg_plugin_count(cfg), 4);
+	/* moe, vq:shared, graph, moe:graph_experts, vq:kg */
+	ck_assert_int_eq(arb_cfg_plugin_count(cfg), 5);
 	const int B = 2;
 	int T = (int)arb_conf_int(arb_cfg_section(cfg, "model"), "ctx");
 	arb_model *m = NULL;
@@ -168,7 +169,8 @@ START_TEST(test_arb_tiny_trains)
 		printf("conf: arb-tiny step %d: loss %.4f | %.160s\n", (int)t,
 		       loss, met);
 		ck_assert_msg(strstr(met, "vq.shared.") && strstr(met, "vq.kg.") &&
-			      strstr(met, "graph") && strstr(met, "moe"),
+			      strstr(met, "graph") && strstr(met, "moe") &&
+			      strstr(met, "graph_experts_aux="),
 			      "metrics lack a component: %s", met);
 	}
 	free(bytes);
