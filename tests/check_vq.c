@@ -131,16 +131,26 @@ START_TEST(exact_equals_brute_force)
 	ck_assert_int_eq(nt->shape[0], B * T);
 	const int32_t *pc = nt->data;
 	float *zz = malloc((size_t)B * T * 16 * sizeof *zz);
+	float *uu = malloc((size_t)B * T * 16 * sizeof *uu);
+	float *zn = malloc((size_t)B * T * 16 * sizeof *zn);
+	float rs[32];
 	t->be->linear_forward(t->be, q->P, x, zz, B * T, 0);
+	/* evaluation forward before any training batch: mu = 0, the query is
+	 * zn = z_rms * z / rms(z) */
+	for (int d = 0; d < 16; d++) ck_assert(q->mu[d] == 0.0f);
+	vq_norm_rows(zz, q->mu, B * T, 16, (float)q->z_rms, uu, rs, zn);
 	int differ = 0;
 	for (int m = 0; m < B * T; m++) {
-		ck_assert_int_eq(pc[m], brute(q->C, zz + m * 16));
+		double s2 = 0;
+		for (int d = 0; d < 16; d++) s2 += (double)zn[m * 16 + d] * zn[m * 16 + d];
+		ck_assert(fabs(sqrt(s2 / 16) - q->z_rms) < 1e-3);
+		ck_assert_int_eq(pc[m], brute(q->C, zn + m * 16));
 		/* y = x + out_scale * Q c */
 		differ += y[m * 32] != x[m * 32];
 	}
 	ck_assert_int_gt(differ, 0);
 	ck_assert_ptr_null(t->host.lookup(&t->host, "vq.nope.codes"));
-	free(zz); free(x); free(y); free(z); free(codes);
+	free(zz); free(uu); free(zn); free(x); free(y); free(z); free(codes);
 	th_free(t);
 }
 END_TEST
@@ -350,12 +360,20 @@ START_TEST(duplicate_indices_one_vote)
 }
 END_TEST
 
+/* aux loss + w . out_scale Q zn(P x), zn the normalized query (mu = the
+ * batch mean in training, else the running mean); straight-through: the code
+ * value moves with zn */
 static double surrogate_loss(vq *q, thost *t, const float *x, const float *w,
-			     int B, int T, const int32_t *codes0, int *stable)
+			     int B, int T, int training, const int32_t *codes0,
+			     int *stable)
 {
 	const int M = B * T, D = q->D, dim = q->dim;
 	float *y = calloc((size_t)M * D, sizeof *y);
 	float *zz = malloc((size_t)M * dim * sizeof *zz);
+	float *uu = malloc((size_t)M * dim * sizeof *uu);
+	float *zn = malloc((size_t)M * dim * sizeof *zn);
+	float *rs = malloc((size_t)M * sizeof *rs);
+	float *mu = malloc((size_t)dim * sizeof *mu);
 	float *oo = malloc((size_t)M * D * sizeof *oo);
 	double aux = 0;
 	{
@@ -363,17 +381,24 @@ static double surrogate_loss(vq *q, thost *t, const float *x, const float *w,
 		memset(&io, 0, sizeof io);
 		io.struct_size = sizeof io;
 		io.be = th_be(t); io.B = B; io.T = T; io.D = D; io.x = x; io.y = y;
+		io.training = training;
 		arb_error err = { 0 };
 		ck_assert(vq_forward(q, &io, &err) == ARB_OK);
 		aux = io.aux_loss;
 	}
 	for (int m = 0; m < M; m++) *stable &= q->codes_h[m] == codes0[m];
-	/* straight-through path: the code value moves with z */
 	t->be->linear_forward(t->be, q->P, x, zz, M, 0);
-	t->be->linear_forward(t->be, q->Q, zz, oo, M, 0);
+	for (int d = 0; d < dim; d++) {
+		double s = 0;
+		for (int m = 0; m < M; m++) s += zz[m * dim + d];
+		mu[d] = training ? (float)(s / M)
+				 : (float)((double)q->mu_q[d] / 65536.0);
+	}
+	vq_norm_rows(zz, mu, M, dim, (float)q->z_rms, uu, rs, zn);
+	t->be->linear_forward(t->be, q->Q, zn, oo, M, 0);
 	double L = aux;
 	for (int i = 0; i < M * D; i++) L += (double)w[i] * q->out_scale * oo[i];
-	free(y); free(zz); free(oo);
+	free(y); free(zz); free(uu); free(zn); free(rs); free(mu); free(oo);
 	return L;
 }
 
@@ -390,25 +415,32 @@ START_TEST(straight_through_gradient_fd)
 	float *w = malloc((size_t)M * D * sizeof *w), *dx = calloc((size_t)M * D, sizeof *dx);
 	arb_test_fill(x, (size_t)M * D, 31);
 	arb_test_fill(w, (size_t)M * D, 32);
-	memcpy(y, x, (size_t)M * D * sizeof *y);
-	run_forward(q, t, x, y, B, T, 0);
-	int32_t codes0[4];
-	memcpy(codes0, q->codes_h, sizeof codes0);
-	run_backward(q, t, w, dx, B, T, NULL);
 	float *fd = malloc((size_t)M * D * sizeof *fd);
-	const float h = 1e-2f;
-	int stable = 1;
-	for (int i = 0; i < M * D; i++) {
-		float x0 = x[i];
-		x[i] = x0 + h;
-		double lp = surrogate_loss(q, t, x, w, B, T, codes0, &stable);
-		x[i] = x0 - h;
-		double lm = surrogate_loss(q, t, x, w, B, T, codes0, &stable);
-		x[i] = x0;
-		fd[i] = (float)((lp - lm) / (2.0 * h));
+	/* evaluation (mu = running mean = 0 here), then training (mu = batch
+	 * mean, with its gradient) */
+	for (int tr = 0; tr < 2; tr++) {
+		memcpy(y, x, (size_t)M * D * sizeof *y);
+		run_forward(q, t, x, y, B, T, tr);
+		int32_t codes0[4];
+		memcpy(codes0, q->codes_h, sizeof codes0);
+		memset(dx, 0, (size_t)M * D * sizeof *dx);
+		run_backward(q, t, w, dx, B, T, NULL);
+		const float h = 1e-2f;
+		int stable = 1;
+		for (int i = 0; i < M * D; i++) {
+			float x0 = x[i];
+			x[i] = x0 + h;
+			double lp = surrogate_loss(q, t, x, w, B, T, tr, codes0, &stable);
+			x[i] = x0 - h;
+			double lm = surrogate_loss(q, t, x, w, B, T, tr, codes0, &stable);
+			x[i] = x0;
+			fd[i] = (float)((lp - lm) / (2.0 * h));
+		}
+		ck_assert_msg(stable, "code assignment moved under the FD step (training %d)",
+			      tr);
+		ck_assert_int_eq(arb_test_close(tr ? "vq dx (training)" : "vq dx (eval)",
+						dx, fd, (size_t)M * D, 2e-3f, 1e-2f), 0);
 	}
-	ck_assert_msg(stable, "code assignment moved under the FD step");
-	ck_assert_int_eq(arb_test_close("vq dx", dx, fd, (size_t)M * D, 2e-3f, 1e-2f), 0);
 	free(x); free(y); free(w); free(dx); free(fd);
 	th_free(t);
 }
@@ -521,7 +553,7 @@ START_TEST(dead_codes_reseeded)
 	/* first dead row now carries the pattern of z at position 0 + step % stride */
 	int8_t tr[16];
 	vq_decode(q->C->packed + (int64_t)first_dead * q->C->row_bytes, 16, tr);
-	const float *zr = q->z; /* j = 0, stride 1: position 0 */
+	const float *zr = q->zq; /* the normalized query; j = 0, stride 1: position 0 */
 	for (int d = 0; d < 16; d++) {
 		int want = zr[d] > q->tau[d] ? 1 : zr[d] < -q->tau[d] ? -1 : 0;
 		ck_assert_int_eq(tr[d], want);
@@ -530,6 +562,98 @@ START_TEST(dead_codes_reseeded)
 	for (int r = 0; r < 40; r++) ck_assert_int_eq(q->usage[r], 0);
 	free(x); free(y);
 	th_free(t);
+}
+END_TEST
+
+/* clustered inputs on a large common offset: x_m = 16 o + 0.5 k_(m % 8) +
+ * 0.05 n_m (o, k, n: fixed pseudo-random, entries in [-1, 1)). The z = P x
+ * of such a batch is dominated by P o, which made the raw lookup send every
+ * position to one row (the collapse seen in training). Counts distinct
+ * codes among the 8 clusters' positions. */
+static int offset_cluster_run(const char *zrms, int steps, int *eval_same,
+			      double *ppl)
+{
+	const int B = 1, T = 64, D = 16, M = B * T, K = 8;
+	thost *t = th_new(arb_backend_cpu(), D, B, T);
+	th_set(t, "size", "256");
+	th_set(t, "dim", "16");
+	th_set(t, "z_rms", zrms);
+	vq *q = th_vq(t, "oc");
+	float o[16], k[8][16], nz[16];
+	arb_test_fill(o, 16, 71);
+	for (int c = 0; c < K; c++) arb_test_fill(k[c], 16, 72 + (uint64_t)c);
+	float *x = malloc((size_t)M * D * sizeof *x), *y = malloc((size_t)M * D * sizeof *y);
+	float *dy = malloc((size_t)M * D * sizeof *dy), *dx = calloc((size_t)M * D, sizeof *dx);
+	for (int m = 0; m < M; m++) {
+		arb_test_fill(nz, 16, 100 + (uint64_t)m);
+		for (int d = 0; d < D; d++)
+			x[m * D + d] = 16.0f * o[d] + 0.5f * k[m % K][d] + 0.05f * nz[d];
+	}
+	arb_test_fill(dy, (size_t)M * D, 81);
+	for (int i = 0; i < M * D; i++) dy[i] *= 1.0f / (float)M;
+	arb_step p;
+	memset(&p, 0, sizeof p);
+	p.threshold = 4;
+	p.e_threshold = 8;
+	p.e_min = -30;
+	p.e_max = 10;
+	p.seed = 1234;
+	arb_error err = { 0 };
+	int32_t codes[64];
+	for (int s = 1; s <= steps; s++) {
+		memcpy(y, x, (size_t)M * D * sizeof *y);
+		run_forward(q, t, x, y, B, T, 1);
+		arb_vote v = { ARB_VOTE_SIGN, 1, 1, 1234, (uint64_t)s };
+		run_backward(q, t, dy, dx, B, T, &v);
+		p.t = (uint64_t)s;
+		arb_harness_step(t, &p, NULL);
+		ck_assert(vq_after_step(q, (uint64_t)s, &err) == ARB_OK);
+	}
+	/* a fresh usage window, then training forwards without updates: the
+	 * running mean (rate 1/8) converges to this batch's mean (the gap left
+	 * by the updates, up to a few units of z, times (7/8)^100 < 2e-6) */
+	for (int64_t r = 0; r < q->size; r++) q->usage[r] = 0;
+	for (int s = 0; s < 100; s++) {
+		memcpy(y, x, (size_t)M * D * sizeof *y);
+		run_forward(q, t, x, y, B, T, 1);
+	}
+	memcpy(codes, q->codes_h, sizeof codes);
+	char buf[256];
+	vq_metrics(q, buf, sizeof buf);
+	*ppl = atof(strstr(buf, "vq.oc.ppl=") + 10);
+	/* evaluation forward of the same batch (running mean): the same codes */
+	memcpy(y, x, (size_t)M * D * sizeof *y);
+	run_forward(q, t, x, y, B, T, 0);
+	*eval_same = memcmp(codes, q->codes_h, sizeof codes) == 0;
+	int distinct = 0;
+	for (int m = 0; m < M; m++) {
+		int seen = 0;
+		for (int j = 0; j < m && !seen; j++) seen = codes[j] == codes[m];
+		distinct += !seen;
+	}
+	free(x); free(y); free(dy); free(dx);
+	th_free(t);
+	return distinct;
+}
+
+START_TEST(no_collapse_on_offset_clusters)
+{
+	int same = 0;
+	double ppl = 0;
+	/* the raw-z lookup (z_rms = 0, the lookup before the fix): one row */
+	int raw = offset_cluster_run("0", 30, &same, &ppl);
+	fprintf(stderr, "vq: offset clusters, raw z: %d distinct codes, ppl %.2f\n",
+		raw, ppl);
+	ck_assert_int_le(raw, 2);
+	ck_assert(ppl < 2.0);
+	/* centered and normalized query (defaults): the 8 clusters keep their
+	 * own codes through 30 steps of votes on P, Q and the codebook */
+	int fixed = offset_cluster_run("1.0", 30, &same, &ppl);
+	fprintf(stderr, "vq: offset clusters, normalized: %d distinct codes, ppl %.2f\n",
+		fixed, ppl);
+	ck_assert_int_ge(fixed, 8);
+	ck_assert(ppl >= 6.0);
+	ck_assert_msg(same, "evaluation codes differ from the training codes");
 }
 END_TEST
 
@@ -597,6 +721,7 @@ Suite *suite_vq(void)
 	tcase_add_test(tc, straight_through_gradient_fd);
 	tcase_add_test(tc, usage_save_load_and_metrics);
 	tcase_add_test(tc, dead_codes_reseeded);
+	tcase_add_test(tc, no_collapse_on_offset_clusters);
 	suite_add_tcase(s, tc);
 	TCase *tg = tcase_create("gpu");
 	tcase_set_tags(tg, "gpu");

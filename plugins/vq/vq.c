@@ -57,12 +57,18 @@ static const arb_conf_key vq_schema[] = {
 	  "coordinates per hash key (2^bits buckets per table)" },
 	{ "probes", ARB_CONF_INT, "4", 0, 255, NULL,
 	  "extra buckets per table: flips of the least-confident key bits" },
-	{ "beta", ARB_CONF_FLOAT, "0.25", 0, 100, NULL,
-	  "commitment weight: dz += beta/M (z - c)" },
+	{ "beta", ARB_CONF_FLOAT, "0", 0, 100, NULL,
+	  "commitment weight: d zq += beta/M (zq - c)" },
 	{ "code_weight", ARB_CONF_FLOAT, "1.0", 0, 100, NULL,
 	  "codebook vote weight: dW_row += code_weight/M (c - z)" },
 	{ "out_scale", ARB_CONF_FLOAT, "1.0", 0, 1000, NULL,
 	  "scale of Q c added to the residual stream" },
+	{ "z_rms", ARB_CONF_FLOAT, "1.0", 0, 1000, NULL,
+	  "rms of the normalized query zn = z_rms * (z - mu) / rms(z - mu) that "
+	  "the lookup sees (0 = raw z, no normalization)" },
+	{ "center", ARB_CONF_INT, "3", 0, 16, NULL,
+	  "mu = running mean of z, updated by 2^-center per training step "
+	  "(integer state; 0 = mu stays 0)" },
 	{ "dead_after", ARB_CONF_INT, "0", 0, 1000000000, NULL,
 	  "reseed rows unused for this many steps from recent inputs (0 = off)" },
 	{ "group_size", ARB_CONF_INT, "0", 0, ARB_GROUP_MAX, NULL,
@@ -80,6 +86,8 @@ typedef struct vq {
 	int exact;               /* size <= exact_max */
 	int tables, bits, probes;
 	double beta, code_weight, out_scale;
+	double z_rms;            /* 0: lookup on raw z */
+	int center;              /* EMA shift of mu (0: mu = 0) */
 	int64_t dead_after;
 	uint64_t seed;
 	arb_tern *P, *Q, *C;
@@ -104,6 +112,8 @@ typedef struct vq {
 	/* activations (backend memory), capacity Mcap rows */
 	int64_t Mcap, M;
 	float *xin, *z, *c, *o, *dz, *dcode;
+	float *u, *zn, *rstd, *dzn; /* centered z, normalized z, 1/rms, d zn
+				       (only with z_rms > 0) */
 	int32_t *codes;
 	unsigned long long *ws;  /* device: exact-lookup scratch */
 	int32_t *miss, *miss_n;  /* device: candidate misses */
@@ -121,6 +131,16 @@ typedef struct vq {
 	int64_t cursor;          /* next row the dead scan starts at */
 	int64_t reseeded;        /* rows reseeded so far (metric) */
 	double last_ppl;
+
+	/* centering (saved): mu_q[d] = mu_d * 2^16, int32 fixed point */
+	int32_t *mu_q;
+	int mu_init;             /* mu_q holds a mean (first training batch) */
+	float *mu;               /* host: the mean the last forward subtracted */
+	float *mu_dev;           /* backend copy of mu (dim) */
+	double *mean;            /* host scratch (dim) */
+	float *gm, *gm_dev;      /* backward: mean of du (host, backend; dim) */
+	int bn;                  /* last forward subtracted its batch mean */
+	float *zq;               /* the query the lookup sees: zn or z */
 } vq;
 
 /* ------------------------------------------------------------------------- *
@@ -206,6 +226,70 @@ static uint32_t vq_key(const vq *q, int t, uint64_t snap)
 	for (int b = 0; b < q->bits; b++)
 		k |= (uint32_t)((snap >> cd[b]) & 1u) << b;
 	return k;
+}
+
+/* query normalization, row m (mirrored in vq.cu k_norm):
+ *   u = z - mu (float),  ss = sum_d u_d^2 (double, ascending d),
+ *   r = (float)(1 / sqrt(ss / dim + 1e-5)) (the backend's rmsnorm rstd),
+ *   zn = u * r * s (float, left to right) */
+#define VQ_NORM_EPS 1e-5
+static void vq_norm_rows(const float *z, const float *mu, int64_t M, int dim,
+			 float s, float *u, float *rstd, float *zn)
+{
+	for (int64_t m = 0; m < M; m++) {
+		const float *zr = z + m * dim;
+		float *ur = u + m * dim;
+		double ss = 0.0;
+		for (int d = 0; d < dim; d++) {
+			float v = zr[d] - mu[d];
+			ur[d] = v;
+			ss += (double)v * (double)v;
+		}
+		float r = (float)(1.0 / sqrt(ss / (double)dim + VQ_NORM_EPS));
+		rstd[m] = r;
+		for (int d = 0; d < dim; d++) zn[m * dim + d] = ur[d] * r * s;
+	}
+}
+
+/* column means of a host M x dim array (double sums over ascending m) */
+static void vq_col_mean(const float *a, int64_t M, int dim, double *out)
+{
+	for (int d = 0; d < dim; d++) out[d] = 0.0;
+	for (int64_t m = 0; m < M; m++)
+		for (int d = 0; d < dim; d++) out[d] += a[m * dim + d];
+	for (int d = 0; d < dim; d++) out[d] /= (double)M;
+}
+
+/* running mean for evaluation: mu_q <- mu_q + (round(bmean * 2^16) - mu_q)
+ * / 2^center (rounded half away from zero); the first update sets mu_q to
+ * the batch mean */
+static void vq_center_update(vq *q, const double *bmean)
+{
+	for (int d = 0; d < q->dim; d++) {
+		double bm = nearbyint(bmean[d] * 65536.0);
+		if (bm > 2147483647.0) bm = 2147483647.0;
+		if (bm < -2147483647.0) bm = -2147483647.0;
+		int64_t b = (int64_t)bm, cur = q->mu_q[d];
+		if (!q->mu_init) {
+			q->mu_q[d] = (int32_t)b;
+			continue;
+		}
+		int64_t delta = b - cur, h = (int64_t)1 << (q->center - 1);
+		int64_t step = delta >= 0 ? (delta + h) >> q->center
+					  : -((-delta + h) >> q->center);
+		q->mu_q[d] = (int32_t)(cur + step);
+	}
+	q->mu_init = 1;
+}
+
+/* the mean a forward subtracts: the batch mean (training, center > 0),
+ * else the running mean (0 while center = 0 or before the first batch) */
+static void mu_set(vq *q, const double *bmean)
+{
+	for (int d = 0; d < q->dim; d++)
+		q->mu[d] = bmean ? (float)bmean[d]
+				 : (float)((double)q->mu_q[d] / 65536.0);
+	q->be->upload(q->be, q->mu_dev, q->mu, (size_t)q->dim * sizeof *q->mu);
 }
 
 /* ------------------------------------------------------------------------- *
@@ -520,13 +604,14 @@ static void bufs_free(vq *q)
 {
 	arb_backend *be = q->be;
 	void *dev[] = { q->xin, q->z, q->c, q->o, q->dz, q->dcode, q->codes,
-			q->ws, q->miss, q->miss_n };
+			q->ws, q->miss, q->miss_n, q->u, q->zn, q->rstd, q->dzn };
 	for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
 		if (dev[i]) be->free(be, dev[i]);
 	free(q->codes_h);
 	free(q->zh);
 	free(q->ch);
 	q->xin = q->z = q->c = q->o = q->dz = q->dcode = NULL;
+	q->u = q->zn = q->rstd = q->dzn = q->zq = NULL;
 	q->codes = q->miss = q->miss_n = NULL;
 	q->ws = NULL;
 	q->codes_h = NULL;
@@ -551,11 +636,19 @@ static arb_status bufs_ensure(vq *q, int64_t M, arb_error *err)
 	q->codes_h = malloc((size_t)M * sizeof(int32_t));
 	int ok = q->xin && q->o && q->z && q->c && q->dz && q->dcode &&
 		 q->codes && q->codes_h;
+	if (q->z_rms > 0) {
+		q->u = be->alloc(be, fd);
+		q->zn = be->alloc(be, fd);
+		q->dzn = be->alloc(be, fd);
+		q->rstd = be->alloc(be, (size_t)M * sizeof(float));
+		ok = ok && q->u && q->zn && q->dzn && q->rstd;
+	}
+	q->zq = q->z_rms > 0 ? q->zn : q->z;
 	if (be->is_device) {
 		q->ws = be->alloc(be, (size_t)M * sizeof *q->ws);
 		q->miss = be->alloc(be, (size_t)M * sizeof(int32_t));
 		q->miss_n = be->alloc(be, sizeof(int32_t));
-		q->zh = malloc(fd);
+		q->zh = malloc(2 * fd); /* z, then zn */
 		q->ch = malloc(fd);
 		ok = ok && q->ws && q->miss && q->miss_n && q->zh && q->ch;
 	}
@@ -581,6 +674,8 @@ static void vq_destroy(void *self)
 		bufs_free(q);
 		if (q->usage) be->free(be, q->usage);
 		if (q->sat) be->free(be, q->sat);
+		if (q->mu_dev) be->free(be, q->mu_dev);
+		if (q->gm_dev) be->free(be, q->gm_dev);
 		if (be->is_device) {
 			if (q->tau_dev) be->free(be, q->tau_dev);
 			if (q->coord_dev) be->free(be, q->coord_dev);
@@ -589,6 +684,10 @@ static void vq_destroy(void *self)
 		}
 	}
 	free(q->tau);
+	free(q->mu_q);
+	free(q->mu);
+	free(q->mean);
+	free(q->gm);
 	free(q->coord);
 	free(q->head);
 	free(q->next);
@@ -633,6 +732,8 @@ static arb_status vq_create(const arb_host *host, const arb_conf *conf,
 	q->code_weight = host->conf_float(conf, "code_weight");
 	q->out_scale = host->conf_float(conf, "out_scale");
 	q->dead_after = host->conf_int(conf, "dead_after");
+	q->z_rms = host->conf_float(conf, "z_rms");
+	q->center = (int)host->conf_int(conf, "center");
 	int gs = (int)host->conf_int(conf, "group_size");
 	arb_status st = ARB_OK;
 	*self = q;
@@ -680,8 +781,15 @@ static arb_status vq_create(const arb_host *host, const arb_conf *conf,
 	q->tau = malloc((size_t)q->dim * sizeof *q->tau);
 	q->trits = malloc((size_t)q->dim);
 	q->scales = malloc((size_t)q->C->groups * sizeof *q->scales);
+	q->mu_q = calloc((size_t)q->dim, sizeof *q->mu_q);
+	q->mu = calloc((size_t)q->dim, sizeof *q->mu);
+	q->mean = calloc((size_t)q->dim, sizeof *q->mean);
+	q->gm = calloc((size_t)q->dim, sizeof *q->gm);
+	q->mu_dev = be->alloc(be, (size_t)q->dim * sizeof(float));
+	q->gm_dev = be->alloc(be, (size_t)q->dim * sizeof(float));
 	if (be->is_device) q->tau_dev = be->alloc(be, (size_t)q->dim * sizeof(float));
 	if (!q->usage || !q->sat || !q->tau || !q->trits || !q->scales ||
+	    !q->mu_q || !q->mu || !q->mean || !q->mu_dev || !q->gm || !q->gm_dev ||
 	    (be->is_device && !q->tau_dev)) {
 		st = host->set_error(err, ARB_ERR_NOMEM, "[vq:%s] out of memory",
 				     q->inst);
@@ -758,7 +866,7 @@ static arb_status lookup(vq *q, int64_t M, arb_error *err)
 {
 	arb_backend *be = q->be;
 	if (!be->is_device) {
-		cpu_lookup(q, q->z, M, q->codes);
+		cpu_lookup(q, q->zq, M, q->codes);
 		return ARB_OK;
 	}
 #if VQ_CUDA
@@ -769,15 +877,15 @@ static arb_status lookup(vq *q, int64_t M, arb_error *err)
 			   C->groups, C->bigint_alpha, C->steps };
 	int rc;
 	if (q->exact) {
-		rc = vq_cuda_exact(&tv, q->z, M, NULL, q->codes, q->ws);
+		rc = vq_cuda_exact(&tv, q->zq, M, NULL, q->codes, q->ws);
 	} else {
-		rc = vq_cuda_candidates(&tv, q->z, M, q->tau_dev, q->coord_dev,
+		rc = vq_cuda_candidates(&tv, q->zq, M, q->tau_dev, q->coord_dev,
 					q->head_dev, q->next_dev, q->tables, q->bits,
 					q->probes, q->codes, q->miss, q->miss_n);
 		int32_t nmiss = 0;
 		if (!rc) be->download(be, &nmiss, q->miss_n, sizeof nmiss);
 		if (!rc && nmiss > 0)
-			rc = vq_cuda_exact(&tv, q->z, nmiss, q->miss, q->codes, q->ws);
+			rc = vq_cuda_exact(&tv, q->zq, nmiss, q->miss, q->codes, q->ws);
 	}
 	if (rc)
 		return q->host->set_error(err, ARB_ERR_CUDA,
@@ -827,22 +935,57 @@ static arb_status vq_forward(void *self, arb_io *io, arb_error *err)
 	q->M = M;
 	be->copy(be, q->xin, io->x, (size_t)(M * q->D) * sizeof(float));
 	be->linear_forward(be, q->P, q->xin, q->z, M, 0);
+	/* the query: zn = z_rms * (z - mu) / rms(z - mu), or z itself; mu =
+	 * this batch's mean in training (the running mean follows it), the
+	 * running mean otherwise */
+	const size_t fd = (size_t)(M * q->dim) * sizeof(float);
+	const float *zh = q->z;
+	if (be->is_device) {
+		be->download(be, q->zh, q->z, fd);
+		zh = q->zh;
+	}
+	q->bn = 0;
+	if (q->z_rms > 0) {
+		if (io->training && q->center > 0) {
+			vq_col_mean(zh, M, q->dim, q->mean);
+			vq_center_update(q, q->mean);
+			mu_set(q, q->mean);
+			q->bn = 1;
+		} else {
+			mu_set(q, NULL);
+		}
+		if (!be->is_device) {
+			vq_norm_rows(q->z, q->mu, M, q->dim, (float)q->z_rms, q->u,
+				     q->rstd, q->zn);
+		} else {
+#if VQ_CUDA
+			if (vq_cuda_norm(q->z, q->mu_dev, M, q->dim, (float)q->z_rms,
+					 q->u, q->rstd, q->zn))
+				return q->host->set_error(err, ARB_ERR_CUDA,
+							  "[vq:%s] norm kernel failed",
+							  q->inst);
+#endif
+		}
+	}
 	if ((st = lookup(q, M, err))) return st;
 	be->embed_forward(be, q->C, q->codes, M, q->c, 0);
 	be->linear_forward(be, q->Q, q->c, q->o, M, 0);
 	be->axpy(be, io->y, q->o, (float)q->out_scale, M * q->D);
 
 	/* commitment loss value (host, fixed order) */
-	const float *zh = q->z, *ch = q->c;
+	const float *qh = q->zq, *ch = q->c;
 	if (be->is_device) {
-		be->download(be, q->zh, q->z, (size_t)(M * q->dim) * sizeof(float));
-		be->download(be, q->ch, q->c, (size_t)(M * q->dim) * sizeof(float));
-		zh = q->zh;
+		qh = q->zh;
+		if (q->zq != q->z) {
+			be->download(be, q->zh + M * q->dim, q->zq, fd);
+			qh = q->zh + M * q->dim;
+		}
+		be->download(be, q->ch, q->c, fd);
 		ch = q->ch;
 	}
 	double s2 = 0.0;
 	for (int64_t i = 0; i < M * q->dim; i++) {
-		double d = (double)zh[i] - (double)ch[i];
+		double d = (double)qh[i] - (double)ch[i];
 		s2 += d * d;
 	}
 	io->aux_loss = q->beta / (2.0 * (double)M) * s2;
@@ -894,14 +1037,34 @@ static arb_status vq_backward(void *self, arb_io *io, arb_error *err)
 	/* g = out_scale * dy (into o; dy may alias dx) */
 	be->zero(be, q->o, (size_t)(M * q->D) * sizeof(float));
 	be->axpy(be, q->o, io->dy, (float)q->out_scale, M * q->D);
-	/* dz = Q^T g + beta/M (z - c) */
-	be->linear_backward_x(be, q->Q, q->o, q->dz, M, 0);
-	be->axpy(be, q->dz, q->z, bm, nd);
-	be->axpy(be, q->dz, q->c, -bm, nd);
-	/* codebook gradient: code_weight/M (c - z) */
+	/* d zq = Q^T g + beta/M (zq - c)   (zq = zn, or z without norm) */
+	float *dq = q->z_rms > 0 ? q->dzn : q->dz;
+	be->linear_backward_x(be, q->Q, q->o, dq, M, 0);
+	be->axpy(be, dq, q->zq, bm, nd);
+	be->axpy(be, dq, q->c, -bm, nd);
+	/* dz = d/du of (z_rms * u * rstd(u)) applied to d zq (mu is constant) */
+	if (q->z_rms > 0) {
+		be->zero(be, q->dcode, (size_t)nd * sizeof(float));
+		be->axpy(be, q->dcode, q->dzn, (float)q->z_rms, nd);
+		be->rmsnorm_backward(be, NULL, q->u, q->rstd, q->dcode, q->dz, M,
+				     q->dim, 0);
+		/* through the batch mean: dz_m = du_m - mean_m' du_m' */
+		if (q->bn) {
+			const float *dh = q->dz;
+			if (be->is_device) {
+				be->download(be, q->zh, q->dz, (size_t)nd * sizeof(float));
+				dh = q->zh;
+			}
+			vq_col_mean(dh, M, q->dim, q->mean);
+			for (int d = 0; d < q->dim; d++) q->gm[d] = (float)q->mean[d];
+			be->upload(be, q->gm_dev, q->gm, (size_t)q->dim * sizeof(float));
+			be->add_rows(be, q->dz, q->gm_dev, M, 1, q->dim, -1.0f);
+		}
+	}
+	/* codebook gradient: code_weight/M (c - zq) */
 	be->zero(be, q->dcode, (size_t)nd * sizeof(float));
 	be->axpy(be, q->dcode, q->c, cw, nd);
-	be->axpy(be, q->dcode, q->z, -cw, nd);
+	be->axpy(be, q->dcode, q->zq, -cw, nd);
 	if (io->vote) {
 		be->linear_vote(be, q->Q, q->c, q->o, M, io->vote);
 		be->embed_vote(be, q->C, q->codes, M, q->dcode, io->vote);
@@ -995,9 +1158,9 @@ static arb_status reseed_dead(vq *q, uint64_t step, arb_error *err)
 		q->last_ppl = exp(h);
 	}
 	free(hu);
-	const float *zh = q->z;
+	const float *zh = q->zq; /* the queries the lookup saw */
 	if (be->is_device && nd > 0) {
-		be->download(be, q->zh, q->z, (size_t)(q->M * q->dim) * sizeof(float));
+		be->download(be, q->zh, q->zq, (size_t)(q->M * q->dim) * sizeof(float));
 		zh = q->zh;
 	}
 	int64_t stride = nd > 0 ? q->M / nd : 1;
@@ -1076,10 +1239,19 @@ static arb_status vq_save(void *self, const arb_state_io *io, arb_error *err)
 	be->download(be, u, q->usage, (size_t)q->size * sizeof *u);
 	int32_t sat = 0;
 	be->download(be, &sat, q->sat, sizeof sat);
-	int64_t meta[6] = { 1, q->size, q->win_steps, q->cursor, q->reseeded, sat };
-	arb_status st = io->write(io->ctx, "usage", u, (size_t)q->size * sizeof *u);
+	int64_t meta[6] = { 2, q->size, q->win_steps, q->cursor, q->reseeded, sat };
+	int32_t *cen = malloc((size_t)(q->dim + 1) * sizeof *cen);
+	arb_status st = cen ? ARB_OK : ARB_ERR_NOMEM;
+	if (!st) {
+		memcpy(cen, q->mu_q, (size_t)q->dim * sizeof *cen);
+		cen[q->dim] = q->mu_init;
+		st = io->write(io->ctx, "usage", u, (size_t)q->size * sizeof *u);
+	}
 	if (!st) st = io->write(io->ctx, "meta", meta, sizeof meta);
 	if (!st) st = io->write(io->ctx, "tau_e", q->tau_e, (size_t)q->C->groups);
+	if (!st) st = io->write(io->ctx, "center", cen,
+				(size_t)(q->dim + 1) * sizeof *cen);
+	free(cen);
 	free(u);
 	if (st)
 		return q->host->set_error(err, st, "[vq:%s] saving state failed",
@@ -1096,7 +1268,7 @@ static arb_status vq_load(void *self, const arb_state_io *io, arb_error *err)
 	if (st)
 		return q->host->set_error(err, st, "[vq:%s] checkpoint has no vq state "
 					  "(meta)", q->inst);
-	if (meta[0] != 1 || meta[1] != q->size)
+	if ((meta[0] != 1 && meta[0] != 2) || meta[1] != q->size)
 		return q->host->set_error(err, ARB_ERR_FORMAT,
 					  "[vq:%s] checkpoint state version %lld size "
 					  "%lld, this codebook has %lld rows", q->inst,
@@ -1106,8 +1278,19 @@ static arb_status vq_load(void *self, const arb_state_io *io, arb_error *err)
 	if (!u)
 		return q->host->set_error(err, ARB_ERR_NOMEM, "[vq:%s] out of memory",
 					  q->inst);
-	st = io->read(io->ctx, "usage", u, (size_t)q->size * sizeof *u);
+	int32_t *cen = calloc((size_t)q->dim + 1, sizeof *cen);
+	st = cen ? io->read(io->ctx, "usage", u, (size_t)q->size * sizeof *u)
+		 : ARB_ERR_NOMEM;
 	if (!st) st = io->read(io->ctx, "tau_e", q->tau_e, (size_t)q->C->groups);
+	/* version 1 (before centering): mu starts again from the next batch */
+	if (!st && meta[0] >= 2)
+		st = io->read(io->ctx, "center", cen,
+			      (size_t)(q->dim + 1) * sizeof *cen);
+	if (!st) {
+		memcpy(q->mu_q, cen, (size_t)q->dim * sizeof *cen);
+		q->mu_init = cen[q->dim] != 0;
+	}
+	free(cen);
 	if (st) {
 		free(u);
 		return q->host->set_error(err, st, "[vq:%s] checkpoint vq state "

@@ -292,6 +292,39 @@ extern "C" int vq_cuda_candidates(const vq_tab_view *tv, const float *z,
 }
 
 /* ---------------------------------------------------------------------------
+ * query normalization: one thread per row, the operations of vq.c's
+ * vq_norm_rows in the same order with round-to-nearest intrinsics (float
+ * difference, double sum of squares over ascending d, double divide and
+ * square root, one rounding to float), so zn is bit-identical to the CPU. */
+__global__ void k_norm(const float *__restrict__ z, const float *__restrict__ mu,
+		       int64_t M, int dim, float s, float *__restrict__ u,
+		       float *__restrict__ rstd, float *__restrict__ zn)
+{
+	int64_t m = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (m >= M) return;
+	const float *zr = z + m * dim;
+	float *ur = u + m * dim;
+	double ss = 0.0;
+	for (int d = 0; d < dim; d++) {
+		float v = __fsub_rn(zr[d], mu[d]);
+		ur[d] = v;
+		ss = __dadd_rn(ss, __dmul_rn((double)v, (double)v));
+	}
+	double t = __dadd_rn(__ddiv_rn(ss, (double)dim), 1e-5);
+	float r = (float)__ddiv_rn(1.0, __dsqrt_rn(t));
+	rstd[m] = r;
+	for (int d = 0; d < dim; d++)
+		zn[m * dim + d] = __fmul_rn(__fmul_rn(ur[d], r), s);
+}
+
+extern "C" int vq_cuda_norm(const float *z, const float *mu, int64_t M, int dim,
+			    float s, float *u, float *rstd, float *zn)
+{
+	if (M > 0) k_norm<<<cdivu(M, 128), 128>>>(z, mu, M, dim, s, u, rstd, zn);
+	return (int)cudaGetLastError();
+}
+
+/* ---------------------------------------------------------------------------
  * usage counts: saturating int16 increment through a 32-bit CAS on the
  * aligned word that holds the count */
 __global__ void k_usage(int16_t *usage, const int32_t *__restrict__ codes,

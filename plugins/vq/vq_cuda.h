@@ -42,6 +42,12 @@ int vq_cuda_candidates(const vq_tab_view *tv, const float *z, int64_t n,
 		       int bits, int probes, int32_t *codes, int32_t *miss,
 		       int32_t *miss_n);
 
+/* query normalization (vq.c vq_norm_rows, bit-identical): per row m of z
+ * (M x dim), u = z - mu, rstd[m] = (float)(1 / sqrt(sum u^2 / dim + 1e-5)),
+ * zn = u * rstd * s */
+int vq_cuda_norm(const float *z, const float *mu, int64_t M, int dim, float s,
+		 float *u, float *rstd, float *zn);
+
 /* usage[codes[q]] += 1, saturating at INT16_MAX; *sat = 1 when a count
  * reached the limit */
 int vq_cuda_usage(int16_t *usage, const int32_t *codes, int64_t n,
