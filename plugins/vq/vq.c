@@ -5,16 +5,19 @@
  * the design of record; in short, per position m (M = B*T rows):
  *
  *   z_m    = P x_m                       P: dim x D ternary (linear)
- *   code_m = argmax_r  z_m . c_r - |c_r|^2 / 2      (= nearest row in L2;
+ *   zq_m   = z_rms * (z_m - mu) / rms(z_m - mu)   (mu: batch mean in
+ *            training, int32 running mean otherwise; zq = z if z_rms = 0)
+ *   code_m = argmax_r  zq_m . c_r - |c_r|^2 / 2     (= nearest row in L2;
  *            ties -> smaller row id)     C: size x dim ternary table
  *   y_m   += out_scale * Q c_{code_m}     Q: D x dim ternary (linear)
- *   aux    = beta / (2M) * sum_m |z_m - c_{code_m}|^2   (commitment)
+ *   aux    = beta / (2M) * sum_m |zq_m - c_{code_m}|^2   (commitment)
  *
  * Backward (straight-through): g = out_scale * dy,
- *   dL/dc = Q^T g (copied to dL/dz),  dz = Q^T g + beta/M (z - c),
- *   dx   += P^T dz,   votes: Q from (g, c), P from (dz, x),
+ *   dL/dc = Q^T g (copied to dL/dzq),  dzq = Q^T g + beta/M (zq - c),
+ *   dz = rmsnorm gradient of dzq (minus its batch mean after a training
+ *   forward), dx += P^T dz,   votes: Q from (g, c), P from (dz, x),
  *   codebook rows that were chosen: dW_row = sum over positions choosing the
- *   row of code_weight/M * (c - z)   (io->be->embed_vote sums duplicates).
+ *   row of code_weight/M * (c - zq)   (io->be->embed_vote sums duplicates).
  *
  * Lookup is exact (every row) when size <= exact_max, else by candidates
  * from a multi-table sign-hash index (README "candidate lookup"), with an
