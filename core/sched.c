@@ -1,7 +1,7 @@
 /*
  * core/sched.c -- the ternary-step scheduler: reads [schedule] (and the
  * group_size / zero_frac defaults of [model]), computes the effective trit
- * threshold (integer linear warm-up), the loss-scaled integer vote step, and
+ * threshold (integer linear warm-up and anneal), the loss-scaled integer vote step, and
  * the per-step vote and step parameters handed to the backend.
  *
  * Loss-scaled step (sign votes), with L the current training loss in nats:
