@@ -12,6 +12,8 @@
  *          seed: 3.6 ms dense steady state, target 10x faster = 0.36 ms)
  *   small, sparse path forced (dense_dispatch_max_tokens = 0)
  *   large: B=32 L=512 D=1024 E=16 k=2 r=16 F=4D  (grouped sparse path)
+ * then a dense ternary SwiGLU FFN (F = 4D) on the small and large tokens:
+ * the peer of equal active width inside arbcore (line prefix "ffn").
  * Output: one line per shape,
  *   moe impl=arbcore shape=... first_ms=... fwd_ms=... bwd_ms=... upd_ms=...
  *   total_ms=... (median of N steady-state iterations)
@@ -179,6 +181,116 @@ static void bench_shape(const arb_plugin *pl, arb_backend *be, const char *label
 	free(H);
 }
 
+/* The peer of equal active width inside arbcore: a dense ternary SwiGLU FFN
+ * (gate, up: F x D; down: D x F; F = 4D, the moe's shared width) built from
+ * the backend's ops, forward + backward (input gradient and sign votes) +
+ * the ternary step of its three tensors, timed like bench_shape. */
+static void bench_dense_ffn(arb_backend *be, const char *label, int B, int T,
+			    int D, int iters)
+{
+	int F = 4 * D;
+	int64_t M = (int64_t)B * T;
+	arb_harness *H = (arb_harness *)calloc(1, sizeof *H);
+	arb_model_info mi;
+	memset(&mi, 0, sizeof mi);
+	mi.d_model = D;
+	mi.n_layers = 1;
+	mi.n_heads = 8;
+	mi.ctx = T;
+	mi.batch = B;
+	mi.group_size = 32;
+	mi.seed = 7;
+	arb_harness_init(H, be, &mi);
+	H->accum_init = 4;
+	arb_error err;
+	memset(&err, 0, sizeof err);
+	const arb_host *h = &H->host;
+	arb_tern *wg = NULL, *wu = NULL, *wd = NULL;
+	if (h->tern_create(h, "ffn", "gate", F, D, NULL, &wg, &err) ||
+	    h->tern_create(h, "ffn", "up", F, D, NULL, &wu, &err) ||
+	    h->tern_create(h, "ffn", "down", D, F, NULL, &wd, &err)) {
+		fprintf(stderr, "bench_moe: dense ffn: %s\n", err.msg);
+		exit(1);
+	}
+	size_t n = (size_t)M * D, nf = (size_t)M * F;
+	std::vector<float> hx(n), hdy(n);
+	uint64_t z = 99;
+	for (size_t i = 0; i < n; i++) {
+		z = arb_mix64(z);
+		hx[i] = (float)((z >> 40) / 16777216.0) * 2.0f - 1.0f;
+		hdy[i] = (float)(((z >> 8) & 0xffff) / 65536.0 - 0.5) * 1e-3f;
+	}
+	float *x = (float *)be->alloc(be, n * 4), *y = (float *)be->alloc(be, n * 4);
+	float *dy = (float *)be->alloc(be, n * 4), *dx = (float *)be->alloc(be, n * 4);
+	float *a = (float *)be->alloc(be, nf * 4), *b = (float *)be->alloc(be, nf * 4);
+	float *hh = (float *)be->alloc(be, nf * 4), *dh = (float *)be->alloc(be, nf * 4);
+	float *da = (float *)be->alloc(be, nf * 4), *db = (float *)be->alloc(be, nf * 4);
+	be->upload(be, x, hx.data(), n * 4);
+	be->upload(be, dy, hdy.data(), n * 4);
+	arb_vote v;
+	memset(&v, 0, sizeof v);
+	v.kind = ARB_VOTE_SIGN;
+	v.step = 1;
+	v.sr_R = 1;
+	v.seed = 7;
+	arb_step sp;
+	memset(&sp, 0, sizeof sp);
+	sp.threshold = 8;
+	sp.reset_mode = ARB_RESET_ZERO;
+	sp.order = ARB_ORDER_E_FIRST;
+	sp.e_threshold = 64;
+	sp.e_min = -30;
+	sp.e_max = 10;
+	sp.seed = 7;
+	cudaEvent_t ev[4];
+	for (int i = 0; i < 4; i++) CUDA_OK(cudaEventCreate(&ev[i]));
+	std::vector<float> tf, tb, tu, tt;
+	float first = 0.0f;
+	for (int it = 0; it <= iters; it++) {
+		v.t = sp.t = (uint64_t)it;
+		CUDA_OK(cudaEventRecord(ev[0], 0));
+		be->linear_forward(be, wg, x, a, M, 0);
+		be->linear_forward(be, wu, x, b, M, 0);
+		be->swiglu_forward(be, a, b, hh, (int64_t)nf);
+		be->linear_forward(be, wd, hh, y, M, 0);
+		CUDA_OK(cudaEventRecord(ev[1], 0));
+		be->linear_backward_x(be, wd, dy, dh, M, 0);
+		be->linear_vote(be, wd, hh, dy, M, &v);
+		be->swiglu_backward(be, a, b, dh, da, db, (int64_t)nf);
+		be->linear_backward_x(be, wg, da, dx, M, 0);
+		be->linear_backward_x(be, wu, db, dx, M, 1);
+		be->linear_vote(be, wg, x, da, M, &v);
+		be->linear_vote(be, wu, x, db, M, &v);
+		CUDA_OK(cudaEventRecord(ev[2], 0));
+		arb_harness_step(H, &sp, NULL);
+		CUDA_OK(cudaEventRecord(ev[3], 0));
+		CUDA_OK(cudaEventSynchronize(ev[3]));
+		float t0, t1, t2, t3;
+		CUDA_OK(cudaEventElapsedTime(&t0, ev[0], ev[1]));
+		CUDA_OK(cudaEventElapsedTime(&t1, ev[1], ev[2]));
+		CUDA_OK(cudaEventElapsedTime(&t2, ev[2], ev[3]));
+		CUDA_OK(cudaEventElapsedTime(&t3, ev[0], ev[3]));
+		if (it == 0) {
+			first = t3;
+			continue;
+		}
+		tf.push_back(t0);
+		tb.push_back(t1);
+		tu.push_back(t2);
+		tt.push_back(t3);
+	}
+	printf("ffn impl=arbcore-dense-ternary shape=%s B=%d L=%d D=%d F=%d "
+	       "first_ms=%.3f fwd_ms=%.3f bwd_ms=%.3f upd_ms=%.3f total_ms=%.3f "
+	       "iters=%d\n", label, B, T, D, F, first, median(tf), median(tb),
+	       median(tu), median(tt), iters);
+	fflush(stdout);
+	for (int i = 0; i < 4; i++) cudaEventDestroy(ev[i]);
+	float *bufs[] = { x, y, dy, dx, a, b, hh, dh, da, db };
+	for (float *p : bufs) be->free(be, p);
+	arb_harness_free(H);
+	free(H);
+}
+
 int main(int argc, char **argv)
 {
 	char def[4096];
@@ -198,5 +310,9 @@ int main(int argc, char **argv)
 	bench_shape(pl, be, "small", 2, 8, 512, 8, 2, 16, 128, 200);
 	bench_shape(pl, be, "small-sparse", 2, 8, 512, 8, 2, 16, 0, 200);
 	bench_shape(pl, be, "large", 32, 512, 1024, 16, 2, 16, 128, 20);
+	/* dense ternary SwiGLU of the moe's shared width F = 4D (its active
+	 * width without the rank-r expert deltas) on the same tokens */
+	bench_dense_ffn(be, "small", 2, 8, 512, 200);
+	bench_dense_ffn(be, "large", 32, 512, 1024, 20);
 	return 0;
 }
