@@ -703,47 +703,12 @@ START_TEST(test_act_forced_halts)
 }
 END_TEST
 
-/* in-memory arb_state_io */
-typedef struct memrec { char name[64]; void *data; size_t n; } memrec;
-typedef struct memio { memrec r[16]; int n; } memio;
-
-static arb_status mem_write(void *ctx, const char *name, const void *data,
-			    size_t bytes)
+/* the record called name of an in-memory state (must exist) */
+static arb_test_rec *mem_find(arb_test_mem *m, const char *name)
 {
-	memio *m = ctx;
-	ck_assert_int_lt(m->n, 16);
-	memrec *r = &m->r[m->n++];
-	snprintf(r->name, sizeof r->name, "%s", name);
-	r->data = malloc(bytes ? bytes : 1);
-	memcpy(r->data, data, bytes);
-	r->n = bytes;
-	return ARB_OK;
-}
-
-static arb_status mem_read(void *ctx, const char *name, void *data, size_t bytes)
-{
-	memio *m = ctx;
-	for (int i = 0; i < m->n; i++)
-		if (!strcmp(m->r[i].name, name)) {
-			if (m->r[i].n != bytes) return ARB_ERR_FORMAT;
-			memcpy(data, m->r[i].data, bytes);
-			return ARB_OK;
-		}
-	return ARB_ERR_FORMAT;
-}
-
-static memrec *mem_find(memio *m, const char *name)
-{
-	for (int i = 0; i < m->n; i++)
-		if (!strcmp(m->r[i].name, name)) return &m->r[i];
-	ck_abort_msg("no record %s", name);
-	return NULL;
-}
-
-static void mem_free(memio *m)
-{
-	for (int i = 0; i < m->n; i++) free(m->r[i].data);
-	m->n = 0;
+	arb_test_rec *r = arb_test_mem_find(m, name);
+	ck_assert_msg(r != NULL, "no record %s", name);
+	return r;
 }
 
 START_TEST(test_save_load)
@@ -754,9 +719,10 @@ START_TEST(test_save_load)
 	int32_t codes[TB * TT];
 	float *x = malloc(n * 4), *ya = malloc(n * 4), *yb = malloc(n * 4);
 	thost *a = warm_host(arb_backend_cpu(), &c, codes, x);
-	memio m1 = { 0 }, m2 = { 0 };
-	arb_state_io io1 = { &m1, mem_write, mem_read };
-	arb_state_io io2 = { &m2, mem_write, mem_read };
+	arb_test_mem m1 = { 0 }, m2 = { 0 };
+	arb_state_io io1, io2;
+	arb_test_mem_io(&m1, &io1);
+	arb_test_mem_io(&m2, &io2);
 	arb_error err = { 0 };
 	ck_assert_int_eq(graph_desc()->save(a->self, &io1, &err), ARB_OK);
 	int64_t ne;
@@ -768,7 +734,7 @@ START_TEST(test_save_load)
 	ck_assert_int_eq(graph_desc()->save(b->self, &io2, &err), ARB_OK);
 	ck_assert_int_eq(m1.n, m2.n);
 	for (int i = 0; i < m1.n; i++) {
-		memrec *q = mem_find(&m2, m1.r[i].name);
+		arb_test_rec *q = mem_find(&m2, m1.r[i].name);
 		ck_assert_int_eq(q->n, m1.r[i].n);
 		size_t used = !strcmp(q->name, "edges.n") ? 8
 			: (size_t)ne * (q->n / (size_t)c.max_edges);
@@ -790,8 +756,8 @@ START_TEST(test_save_load)
 	ck_assert_int_eq(graph_desc()->load(b->self, &io1, &err), ARB_ERR_FORMAT);
 	mem_find(&m1, "edges.vote")->n = 3;
 	ck_assert_int_eq(graph_desc()->load(b->self, &io1, &err), ARB_ERR_FORMAT);
-	mem_free(&m1);
-	mem_free(&m2);
+	arb_test_mem_free(&m1);
+	arb_test_mem_free(&m2);
 	th_free(a);
 	th_free(b);
 	free(x);
@@ -1189,13 +1155,14 @@ static void gpu_case(int experts)
 		th_step(hc, (uint64_t)s + 1);
 		th_step(hg, (uint64_t)s + 1);
 	}
-	memio mc = { 0 }, mg = { 0 };
-	arb_state_io ioc = { &mc, mem_write, mem_read };
-	arb_state_io iog = { &mg, mem_write, mem_read };
+	arb_test_mem mc = { 0 }, mg = { 0 };
+	arb_state_io ioc, iog;
+	arb_test_mem_io(&mc, &ioc);
+	arb_test_mem_io(&mg, &iog);
 	ck_assert_int_eq(graph_desc()->save(hc->self, &ioc, &err), ARB_OK);
 	ck_assert_int_eq(graph_desc()->save(hg->self, &iog, &err), ARB_OK);
 	for (int i = 0; i < mc.n; i++) {
-		memrec *q = mem_find(&mg, mc.r[i].name);
+		arb_test_rec *q = mem_find(&mg, mc.r[i].name);
 		ck_assert_int_eq(q->n, mc.r[i].n);
 		if (experts && (!strcmp(q->name, "edges.vote") ||
 				!strcmp(q->name, "edges.sign")))
@@ -1205,8 +1172,8 @@ static void gpu_case(int experts)
 		ck_assert_msg(memcmp(q->data, mc.r[i].data, q->n) == 0, "%s differs",
 			      q->name);
 	}
-	mem_free(&mc);
-	mem_free(&mg);
+	arb_test_mem_free(&mc);
+	arb_test_mem_free(&mg);
 	gpu->free(gpu, dX);
 	gpu->free(gpu, dY);
 	gpu->free(gpu, dR);

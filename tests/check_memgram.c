@@ -371,31 +371,6 @@ START_TEST(untouched_rows_bit_identical)
 }
 END_TEST
 
-/* in-memory state io */
-typedef struct mrec { char name[64]; void *data; size_t n; } mrec;
-typedef struct mstate { mrec r[8]; int n; } mstate;
-static arb_status ms_write(void *ctx, const char *name, const void *d, size_t n)
-{
-	mstate *s = ctx;
-	mrec *r = &s->r[s->n++];
-	snprintf(r->name, sizeof r->name, "%s", name);
-	r->data = malloc(n);
-	memcpy(r->data, d, n);
-	r->n = n;
-	return ARB_OK;
-}
-static arb_status ms_read(void *ctx, const char *name, void *d, size_t n)
-{
-	mstate *s = ctx;
-	for (int i = 0; i < s->n; i++)
-		if (strcmp(s->r[i].name, name) == 0) {
-			if (s->r[i].n != n) return ARB_ERR_FORMAT;
-			memcpy(d, s->r[i].data, n);
-			return ARB_OK;
-		}
-	return ARB_ERR_FORMAT;
-}
-
 START_TEST(strength_decay_save_load)
 {
 	const int B = 2, T = 8, D = 16, M = B * T;
@@ -440,8 +415,9 @@ START_TEST(strength_decay_save_load)
 	ck_assert_int_gt(memgram_metrics(s, m1, sizeof m1), 0);
 	ck_assert_ptr_nonnull(strstr(m1, "mg_live="));
 
-	mstate ms = { 0 };
-	arb_state_io io = { &ms, ms_write, ms_read };
+	arb_test_mem ms = { 0 };
+	arb_state_io io;
+	arb_test_mem_io(&ms, &io);
 	ck_assert(memgram_save(s, &io, &err) == ARB_OK);
 	/* a fresh instance (same seed: same tensors) loads the strengths and
 	 * produces the same output */
@@ -461,7 +437,7 @@ START_TEST(strength_decay_save_load)
 	memgram *s3 = small(t3, "256", "4");
 	ck_assert_int_eq(memgram_load(s3, &io, &err), ARB_ERR_FORMAT);
 	ck_assert_ptr_nonnull(strstr(err.msg, "size 512"));
-	for (int i = 0; i < ms.n; i++) free(ms.r[i].data);
+	arb_test_mem_free(&ms);
 	th_free(t3);
 	th_free(t2);
 	th_free(t);
@@ -517,8 +493,9 @@ START_TEST(gpu_matches_cpu)
 		th_set(tg, "dim", "16"); th_set(tg, "strength_full", fulls[k]);
 		ck_assert_msg(arb_harness_create(tg, "mg", &err) == ARB_OK, "%s", err.msg);
 		for (int64_t r = 0; r < sc->size; r++) sc->strength[r] = (int8_t)(r % 6);
-		mstate ms = { 0 };
-		arb_state_io io = { &ms, ms_write, ms_read };
+		arb_test_mem ms = { 0 };
+		arb_state_io io;
+		arb_test_mem_io(&ms, &io);
 		ck_assert(memgram_save(sc, &io, &err) == ARB_OK);
 		ck_assert_msg(d->load(tg->self, &io, &err) == ARB_OK, "%s", err.msg);
 		arb_harness_cmp_report rep;
@@ -540,7 +517,7 @@ START_TEST(gpu_matches_cpu)
 		memgram_metrics(sc, b1, sizeof b1);
 		d->metrics(tg->self, b2, sizeof b2);
 		fprintf(stderr, "memgram metrics cpu: %s | gpu: %s\n", b1, b2);
-		for (int i = 0; i < ms.n; i++) free(ms.r[i].data);
+		arb_test_mem_free(&ms);
 		th_free(tg);
 		th_free(tc);
 	}

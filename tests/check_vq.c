@@ -446,31 +446,6 @@ START_TEST(straight_through_gradient_fd)
 }
 END_TEST
 
-/* in-memory state io */
-typedef struct mrec { char name[64]; void *data; size_t n; } mrec;
-typedef struct mstate { mrec r[8]; int n; } mstate;
-static arb_status ms_write(void *ctx, const char *name, const void *d, size_t n)
-{
-	mstate *s = ctx;
-	mrec *r = &s->r[s->n++];
-	snprintf(r->name, sizeof r->name, "%s", name);
-	r->data = malloc(n);
-	memcpy(r->data, d, n);
-	r->n = n;
-	return ARB_OK;
-}
-static arb_status ms_read(void *ctx, const char *name, void *d, size_t n)
-{
-	mstate *s = ctx;
-	for (int i = 0; i < s->n; i++)
-		if (strcmp(s->r[i].name, name) == 0) {
-			if (s->r[i].n != n) return ARB_ERR_FORMAT;
-			memcpy(d, s->r[i].data, n);
-			return ARB_OK;
-		}
-	return ARB_ERR_FORMAT;
-}
-
 START_TEST(usage_save_load_and_metrics)
 {
 	const int B = 2, T = 8, D = 16, M = B * T;
@@ -496,8 +471,9 @@ START_TEST(usage_save_load_and_metrics)
 	double ppl = atof(strstr(buf, "vq.us.ppl=") + 10);
 	ck_assert(ppl >= 1.0 && ppl <= 3.0 * M);
 
-	mstate ms = { 0 };
-	arb_state_io io = { &ms, ms_write, ms_read };
+	arb_test_mem ms = { 0 };
+	arb_state_io io;
+	arb_test_mem_io(&ms, &io);
 	arb_error err = { 0 };
 	ck_assert(vq_save(q, &io, &err) == ARB_OK);
 	thost *t2 = th_new(arb_backend_cpu(), D, B, T);
@@ -517,7 +493,7 @@ START_TEST(usage_save_load_and_metrics)
 	th_set(t3, "dim", "16");
 	vq *q3 = th_vq(t3, "us");
 	ck_assert_int_eq(vq_load(q3, &io, &err), ARB_ERR_FORMAT);
-	for (int i = 0; i < ms.n; i++) free(ms.r[i].data);
+	arb_test_mem_free(&ms);
 	th_free(t3);
 	th_free(t2);
 	free(x); free(y);

@@ -103,3 +103,49 @@ const arb_plugin *arb_test_plugin(const char *name, char *msg, size_t cap)
 	}
 	return fn();
 }
+
+/* ------------------------------------------------------------------------
+ * in-memory arb_state_io */
+
+static arb_status mem_write(void *ctx, const char *name, const void *data,
+			    size_t bytes)
+{
+	arb_test_mem *m = ctx;
+	if (m->n >= ARB_TEST_MEM_RECS) return ARB_ERR_NOMEM;
+	arb_test_rec *r = &m->r[m->n];
+	r->data = malloc(bytes ? bytes : 1);
+	if (!r->data) return ARB_ERR_NOMEM;
+	snprintf(r->name, sizeof r->name, "%s", name);
+	if (bytes) memcpy(r->data, data, bytes);
+	r->n = bytes;
+	m->n++;
+	return ARB_OK;
+}
+
+static arb_status mem_read(void *ctx, const char *name, void *data, size_t bytes)
+{
+	arb_test_rec *r = arb_test_mem_find(ctx, name);
+	if (!r || r->n != bytes) return ARB_ERR_FORMAT;
+	if (bytes) memcpy(data, r->data, bytes);
+	return ARB_OK;
+}
+
+void arb_test_mem_io(arb_test_mem *m, arb_state_io *io)
+{
+	io->ctx = m;
+	io->write = mem_write;
+	io->read = mem_read;
+}
+
+arb_test_rec *arb_test_mem_find(arb_test_mem *m, const char *name)
+{
+	for (int i = 0; i < m->n; i++)
+		if (!strcmp(m->r[i].name, name)) return &m->r[i];
+	return NULL;
+}
+
+void arb_test_mem_free(arb_test_mem *m)
+{
+	for (int i = 0; i < m->n; i++) free(m->r[i].data);
+	m->n = 0;
+}

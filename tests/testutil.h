@@ -24,4 +24,18 @@ struct arb_plugin;
 const struct arb_plugin *arb_test_plugin(const char *name, char *msg, size_t cap);
 /* a fresh temporary directory (mkdtemp under /tmp); caller may rm -rf */
 const char *arb_test_tmpdir(void);
+
+/* in-memory arb_state_io for save/load tests: records kept in order of
+ * writing (at most ARB_TEST_MEM_RECS; a write beyond fails with
+ * ARB_ERR_NOMEM); a read of a missing record or of a different size fails
+ * with ARB_ERR_FORMAT, as the checkpoint reader does */
+#define ARB_TEST_MEM_RECS 32
+typedef struct arb_test_rec { char name[64]; void *data; size_t n; } arb_test_rec;
+typedef struct arb_test_mem { arb_test_rec r[ARB_TEST_MEM_RECS]; int n; } arb_test_mem;
+struct arb_state_io;
+/* io->ctx = m, io->write / io->read on m */
+void arb_test_mem_io(arb_test_mem *m, struct arb_state_io *io);
+/* the record called name, or NULL */
+arb_test_rec *arb_test_mem_find(arb_test_mem *m, const char *name);
+void arb_test_mem_free(arb_test_mem *m);
 #endif
