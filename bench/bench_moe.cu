@@ -53,13 +53,30 @@ static float median(std::vector<float> v)
 	return v[v.size() / 2];
 }
 
-static void bench_shape(const arb_plugin *pl, arb_backend *be, const char *label,
-			int B, int T, int D, int E, int k, int r, int64_t dense,
-			int iters)
+/* ---------------------------------------------------------------------------
+ * the common harness of both measurements: the test host of arb/harness.h
+ * (tensors start with T_accum uniform in [-4, 4]), random x and dy, sign
+ * votes and the ternary step of every tensor the host created */
+typedef struct bench_run {
+	arb_backend *be;
+	arb_harness *H;
+	int B, T, D;
+	size_t n;                 /* B * T * D */
+	float *x, *y, *dy, *dx;
+	arb_vote v;
+	arb_step sp;
+} bench_run;
+
+typedef void (*bench_phase)(bench_run *r, void *ctx);
+
+static void run_open(bench_run *r, arb_backend *be, int B, int T, int D)
 {
-	/* the test host of arb/harness.h; tensors start with T_accum uniform in
-	 * [-4, 4] */
-	arb_harness *H = (arb_harness *)calloc(1, sizeof *H);
+	memset(r, 0, sizeof *r);
+	r->be = be;
+	r->B = B;
+	r->T = T;
+	r->D = D;
+	r->H = (arb_harness *)calloc(1, sizeof *r->H);
 	arb_model_info mi;
 	memset(&mi, 0, sizeof mi);
 	mi.d_model = D;
@@ -69,8 +86,114 @@ static void bench_shape(const arb_plugin *pl, arb_backend *be, const char *label
 	mi.batch = B;
 	mi.group_size = 32;
 	mi.seed = 7;
-	arb_harness_init(H, be, &mi);
-	H->accum_init = 4;
+	arb_harness_init(r->H, be, &mi);
+	r->H->accum_init = 4;
+	r->n = (size_t)B * T * D;
+	std::vector<float> hx(r->n), hdy(r->n);
+	uint64_t z = 99;
+	for (size_t i = 0; i < r->n; i++) {
+		z = arb_mix64(z);
+		hx[i] = (float)((z >> 40) / 16777216.0) * 2.0f - 1.0f;
+		hdy[i] = (float)(((z >> 8) & 0xffff) / 65536.0 - 0.5) * 1e-3f;
+	}
+	r->x = (float *)be->alloc(be, r->n * 4);
+	r->y = (float *)be->alloc(be, r->n * 4);
+	r->dy = (float *)be->alloc(be, r->n * 4);
+	r->dx = (float *)be->alloc(be, r->n * 4);
+	be->upload(be, r->x, hx.data(), r->n * 4);
+	be->upload(be, r->dy, hdy.data(), r->n * 4);
+	r->v.kind = ARB_VOTE_SIGN;
+	r->v.step = 1;
+	r->v.sr_R = 1;
+	r->v.seed = 7;
+	r->sp.threshold = 8;
+	r->sp.reset_mode = ARB_RESET_ZERO;
+	r->sp.order = ARB_ORDER_E_FIRST;
+	r->sp.e_threshold = 64;
+	r->sp.e_min = -30;
+	r->sp.e_max = 10;
+	r->sp.seed = 7;
+}
+
+static void run_close(bench_run *r)
+{
+	float *bufs[] = { r->x, r->y, r->dy, r->dx };
+	for (float *p : bufs) r->be->free(r->be, p);
+	arb_harness_free(r->H); /* destroy(self) of a plugin, the tensors */
+	free(r->H);
+}
+
+/* iters + 1 steps of forward, backward, step; the first is reported alone,
+ * the medians of the others: ms[0] first, fwd, bwd, update, total */
+static void run_time(bench_run *r, bench_phase fwd, bench_phase bwd, void *ctx,
+		     int iters, float ms[5])
+{
+	cudaEvent_t ev[4];
+	for (int i = 0; i < 4; i++) CUDA_OK(cudaEventCreate(&ev[i]));
+	std::vector<float> t[4];
+	ms[0] = 0.0f;
+	for (int it = 0; it <= iters; it++) {
+		r->v.t = r->sp.t = (uint64_t)it;
+		r->be->zero(r->be, r->dx, r->n * 4);
+		CUDA_OK(cudaEventRecord(ev[0], 0));
+		fwd(r, ctx);
+		CUDA_OK(cudaEventRecord(ev[1], 0));
+		bwd(r, ctx);
+		CUDA_OK(cudaEventRecord(ev[2], 0));
+		arb_harness_step(r->H, &r->sp, NULL);
+		CUDA_OK(cudaEventRecord(ev[3], 0));
+		CUDA_OK(cudaEventSynchronize(ev[3]));
+		float e[4];
+		for (int j = 0; j < 3; j++)
+			CUDA_OK(cudaEventElapsedTime(&e[j], ev[j], ev[j + 1]));
+		CUDA_OK(cudaEventElapsedTime(&e[3], ev[0], ev[3]));
+		if (it == 0) {
+			ms[0] = e[3];
+			continue;
+		}
+		for (int j = 0; j < 4; j++) t[j].push_back(e[j]);
+	}
+	for (int j = 0; j < 4; j++) ms[1 + j] = median(t[j]);
+	for (int i = 0; i < 4; i++) cudaEventDestroy(ev[i]);
+}
+
+/* ---------------------------------------------------------------------------
+ * the moe plugin */
+typedef struct moe_ctx {
+	const arb_plugin *pl;
+	arb_io io;
+} moe_ctx;
+
+static void moe_fwd(bench_run *r, void *c)
+{
+	moe_ctx *m = (moe_ctx *)c;
+	arb_error err;
+	memset(&err, 0, sizeof err);
+	if (m->pl->forward(r->H->self, &m->io, &err)) {
+		fprintf(stderr, "bench_moe: forward: %s\n", err.msg);
+		exit(1);
+	}
+}
+
+static void moe_bwd(bench_run *r, void *c)
+{
+	moe_ctx *m = (moe_ctx *)c;
+	arb_error err;
+	memset(&err, 0, sizeof err);
+	m->io.vote = &r->v;
+	if (m->pl->backward(r->H->self, &m->io, &err)) {
+		fprintf(stderr, "bench_moe: backward: %s\n", err.msg);
+		exit(1);
+	}
+}
+
+static void bench_shape(const arb_plugin *pl, arb_backend *be, const char *label,
+			int B, int T, int D, int E, int k, int r, int64_t dense,
+			int iters)
+{
+	bench_run R;
+	run_open(&R, be, B, T, D);
+	arb_harness *H = R.H;
 	arb_harness_use(H, pl);
 	arb_error err;
 	memset(&err, 0, sizeof err);
@@ -86,209 +209,95 @@ static void bench_shape(const arb_plugin *pl, arb_backend *be, const char *label
 		fprintf(stderr, "bench_moe: create: %s\n", err.msg);
 		exit(1);
 	}
-	void *self = H->self;
-	size_t n = (size_t)B * T * D;
-	std::vector<float> hx(n), hdy(n);
-	uint64_t z = 99;
-	for (size_t i = 0; i < n; i++) {
-		z = arb_mix64(z);
-		hx[i] = (float)((z >> 40) / 16777216.0) * 2.0f - 1.0f;
-		hdy[i] = (float)(((z >> 8) & 0xffff) / 65536.0 - 0.5) * 1e-3f;
-	}
-	float *x = (float *)be->alloc(be, n * 4), *y = (float *)be->alloc(be, n * 4);
-	float *dy = (float *)be->alloc(be, n * 4), *dx = (float *)be->alloc(be, n * 4);
-	be->upload(be, x, hx.data(), n * 4);
-	be->upload(be, dy, hdy.data(), n * 4);
-
-	arb_io io;
-	memset(&io, 0, sizeof io);
-	io.struct_size = sizeof io;
-	io.be = be;
-	io.B = B;
-	io.T = T;
-	io.D = D;
-	io.layer = 0;
-	io.training = 1;
-	io.x = x;
-	io.y = y;
-	io.dy = dy;
-	io.dx = dx;
-	arb_vote v;
-	memset(&v, 0, sizeof v);
-	v.kind = ARB_VOTE_SIGN;
-	v.step = 1;
-	v.sr_R = 1;
-	v.seed = 7;
-	arb_step sp;
-	memset(&sp, 0, sizeof sp);
-	sp.threshold = 8;
-	sp.reset_mode = ARB_RESET_ZERO;
-	sp.order = ARB_ORDER_E_FIRST;
-	sp.e_threshold = 64;
-	sp.e_min = -30;
-	sp.e_max = 10;
-	sp.seed = 7;
-
-	cudaEvent_t ev[4];
-	for (int i = 0; i < 4; i++) CUDA_OK(cudaEventCreate(&ev[i]));
-	std::vector<float> tf, tb, tu, tt;
-	float first = 0.0f;
-	for (int it = 0; it <= iters; it++) {
-		v.t = sp.t = (uint64_t)it;
-		be->zero(be, dx, n * 4);
-		CUDA_OK(cudaEventRecord(ev[0], 0));
-		if (pl->forward(self, &io, &err)) {
-			fprintf(stderr, "bench_moe: forward: %s\n", err.msg);
-			exit(1);
-		}
-		CUDA_OK(cudaEventRecord(ev[1], 0));
-		io.vote = &v;
-		if (pl->backward(self, &io, &err)) {
-			fprintf(stderr, "bench_moe: backward: %s\n", err.msg);
-			exit(1);
-		}
-		CUDA_OK(cudaEventRecord(ev[2], 0));
-		arb_harness_step(H, &sp, NULL);
-		CUDA_OK(cudaEventRecord(ev[3], 0));
-		CUDA_OK(cudaEventSynchronize(ev[3]));
-		float a, b, c, d;
-		CUDA_OK(cudaEventElapsedTime(&a, ev[0], ev[1]));
-		CUDA_OK(cudaEventElapsedTime(&b, ev[1], ev[2]));
-		CUDA_OK(cudaEventElapsedTime(&c, ev[2], ev[3]));
-		CUDA_OK(cudaEventElapsedTime(&d, ev[0], ev[3]));
-		if (it == 0) {
-			first = d;
-			continue;
-		}
-		tf.push_back(a);
-		tb.push_back(b);
-		tu.push_back(c);
-		tt.push_back(d);
-	}
+	moe_ctx m;
+	memset(&m, 0, sizeof m);
+	m.pl = pl;
+	m.io.struct_size = sizeof m.io;
+	m.io.be = be;
+	m.io.B = B;
+	m.io.T = T;
+	m.io.D = D;
+	m.io.layer = 0;
+	m.io.training = 1;
+	m.io.x = R.x;
+	m.io.y = R.y;
+	m.io.dy = R.dy;
+	m.io.dx = R.dx;
+	float ms[5];
+	run_time(&R, moe_fwd, moe_bwd, &m, iters, ms);
 	int64_t M = (int64_t)B * T;
 	printf("moe impl=arbcore shape=%s B=%d L=%d D=%d E=%d k=%d r=%d F=%d "
 	       "path=%s first_ms=%.3f fwd_ms=%.3f bwd_ms=%.3f upd_ms=%.3f "
 	       "total_ms=%.3f iters=%d\n", label, B, T, D, E, k, r, 4 * D,
-	       M <= dense ? "dense" : "sparse", first, median(tf), median(tb),
-	       median(tu), median(tt), iters);
+	       M <= dense ? "dense" : "sparse", ms[0], ms[1], ms[2], ms[3],
+	       ms[4], iters);
 	fflush(stdout);
-	for (int i = 0; i < 4; i++) cudaEventDestroy(ev[i]);
-	be->free(be, x);
-	be->free(be, y);
-	be->free(be, dy);
-	be->free(be, dx);
-	arb_harness_free(H); /* pl->destroy(self), the tensors */
-	free(H);
+	run_close(&R);
 }
 
-/* The peer of equal active width inside arbcore: a dense ternary SwiGLU FFN
+/* ---------------------------------------------------------------------------
+ * The peer of equal active width inside arbcore: a dense ternary SwiGLU FFN
  * (gate, up: F x D; down: D x F; F = 4D, the moe's shared width) built from
- * the backend's ops, forward + backward (input gradient and sign votes) +
- * the ternary step of its three tensors, timed like bench_shape. */
+ * the backend's ops, on the same tokens and with the same timing. */
+typedef struct ffn_ctx {
+	arb_tern *wg, *wu, *wd;
+	int64_t M, nf;            /* rows, M * F */
+	float *a, *b, *h, *dh, *da, *db;
+} ffn_ctx;
+
+static void ffn_fwd(bench_run *r, void *c)
+{
+	ffn_ctx *f = (ffn_ctx *)c;
+	arb_backend *be = r->be;
+	be->linear_forward(be, f->wg, r->x, f->a, f->M, 0);
+	be->linear_forward(be, f->wu, r->x, f->b, f->M, 0);
+	be->swiglu_forward(be, f->a, f->b, f->h, f->nf);
+	be->linear_forward(be, f->wd, f->h, r->y, f->M, 0);
+}
+
+static void ffn_bwd(bench_run *r, void *c)
+{
+	ffn_ctx *f = (ffn_ctx *)c;
+	arb_backend *be = r->be;
+	be->linear_backward_x(be, f->wd, r->dy, f->dh, f->M, 0);
+	be->linear_vote(be, f->wd, f->h, r->dy, f->M, &r->v);
+	be->swiglu_backward(be, f->a, f->b, f->dh, f->da, f->db, f->nf);
+	be->linear_backward_x(be, f->wg, f->da, r->dx, f->M, 0);
+	be->linear_backward_x(be, f->wu, f->db, r->dx, f->M, 1);
+	be->linear_vote(be, f->wg, r->x, f->da, f->M, &r->v);
+	be->linear_vote(be, f->wu, r->x, f->db, f->M, &r->v);
+}
+
 static void bench_dense_ffn(arb_backend *be, const char *label, int B, int T,
 			    int D, int iters)
 {
 	int F = 4 * D;
-	int64_t M = (int64_t)B * T;
-	arb_harness *H = (arb_harness *)calloc(1, sizeof *H);
-	arb_model_info mi;
-	memset(&mi, 0, sizeof mi);
-	mi.d_model = D;
-	mi.n_layers = 1;
-	mi.n_heads = 8;
-	mi.ctx = T;
-	mi.batch = B;
-	mi.group_size = 32;
-	mi.seed = 7;
-	arb_harness_init(H, be, &mi);
-	H->accum_init = 4;
+	bench_run R;
+	run_open(&R, be, B, T, D);
+	const arb_host *h = &R.H->host;
 	arb_error err;
 	memset(&err, 0, sizeof err);
-	const arb_host *h = &H->host;
-	arb_tern *wg = NULL, *wu = NULL, *wd = NULL;
-	if (h->tern_create(h, "ffn", "gate", F, D, NULL, &wg, &err) ||
-	    h->tern_create(h, "ffn", "up", F, D, NULL, &wu, &err) ||
-	    h->tern_create(h, "ffn", "down", D, F, NULL, &wd, &err)) {
+	ffn_ctx f;
+	memset(&f, 0, sizeof f);
+	if (h->tern_create(h, "ffn", "gate", F, D, NULL, &f.wg, &err) ||
+	    h->tern_create(h, "ffn", "up", F, D, NULL, &f.wu, &err) ||
+	    h->tern_create(h, "ffn", "down", D, F, NULL, &f.wd, &err)) {
 		fprintf(stderr, "bench_moe: dense ffn: %s\n", err.msg);
 		exit(1);
 	}
-	size_t n = (size_t)M * D, nf = (size_t)M * F;
-	std::vector<float> hx(n), hdy(n);
-	uint64_t z = 99;
-	for (size_t i = 0; i < n; i++) {
-		z = arb_mix64(z);
-		hx[i] = (float)((z >> 40) / 16777216.0) * 2.0f - 1.0f;
-		hdy[i] = (float)(((z >> 8) & 0xffff) / 65536.0 - 0.5) * 1e-3f;
-	}
-	float *x = (float *)be->alloc(be, n * 4), *y = (float *)be->alloc(be, n * 4);
-	float *dy = (float *)be->alloc(be, n * 4), *dx = (float *)be->alloc(be, n * 4);
-	float *a = (float *)be->alloc(be, nf * 4), *b = (float *)be->alloc(be, nf * 4);
-	float *hh = (float *)be->alloc(be, nf * 4), *dh = (float *)be->alloc(be, nf * 4);
-	float *da = (float *)be->alloc(be, nf * 4), *db = (float *)be->alloc(be, nf * 4);
-	be->upload(be, x, hx.data(), n * 4);
-	be->upload(be, dy, hdy.data(), n * 4);
-	arb_vote v;
-	memset(&v, 0, sizeof v);
-	v.kind = ARB_VOTE_SIGN;
-	v.step = 1;
-	v.sr_R = 1;
-	v.seed = 7;
-	arb_step sp;
-	memset(&sp, 0, sizeof sp);
-	sp.threshold = 8;
-	sp.reset_mode = ARB_RESET_ZERO;
-	sp.order = ARB_ORDER_E_FIRST;
-	sp.e_threshold = 64;
-	sp.e_min = -30;
-	sp.e_max = 10;
-	sp.seed = 7;
-	cudaEvent_t ev[4];
-	for (int i = 0; i < 4; i++) CUDA_OK(cudaEventCreate(&ev[i]));
-	std::vector<float> tf, tb, tu, tt;
-	float first = 0.0f;
-	for (int it = 0; it <= iters; it++) {
-		v.t = sp.t = (uint64_t)it;
-		CUDA_OK(cudaEventRecord(ev[0], 0));
-		be->linear_forward(be, wg, x, a, M, 0);
-		be->linear_forward(be, wu, x, b, M, 0);
-		be->swiglu_forward(be, a, b, hh, (int64_t)nf);
-		be->linear_forward(be, wd, hh, y, M, 0);
-		CUDA_OK(cudaEventRecord(ev[1], 0));
-		be->linear_backward_x(be, wd, dy, dh, M, 0);
-		be->linear_vote(be, wd, hh, dy, M, &v);
-		be->swiglu_backward(be, a, b, dh, da, db, (int64_t)nf);
-		be->linear_backward_x(be, wg, da, dx, M, 0);
-		be->linear_backward_x(be, wu, db, dx, M, 1);
-		be->linear_vote(be, wg, x, da, M, &v);
-		be->linear_vote(be, wu, x, db, M, &v);
-		CUDA_OK(cudaEventRecord(ev[2], 0));
-		arb_harness_step(H, &sp, NULL);
-		CUDA_OK(cudaEventRecord(ev[3], 0));
-		CUDA_OK(cudaEventSynchronize(ev[3]));
-		float t0, t1, t2, t3;
-		CUDA_OK(cudaEventElapsedTime(&t0, ev[0], ev[1]));
-		CUDA_OK(cudaEventElapsedTime(&t1, ev[1], ev[2]));
-		CUDA_OK(cudaEventElapsedTime(&t2, ev[2], ev[3]));
-		CUDA_OK(cudaEventElapsedTime(&t3, ev[0], ev[3]));
-		if (it == 0) {
-			first = t3;
-			continue;
-		}
-		tf.push_back(t0);
-		tb.push_back(t1);
-		tu.push_back(t2);
-		tt.push_back(t3);
-	}
+	f.M = (int64_t)B * T;
+	f.nf = f.M * F;
+	float **bufs[] = { &f.a, &f.b, &f.h, &f.dh, &f.da, &f.db };
+	for (float **p : bufs) *p = (float *)be->alloc(be, (size_t)f.nf * 4);
+	float ms[5];
+	run_time(&R, ffn_fwd, ffn_bwd, &f, iters, ms);
 	printf("ffn impl=arbcore-dense-ternary shape=%s B=%d L=%d D=%d F=%d "
 	       "first_ms=%.3f fwd_ms=%.3f bwd_ms=%.3f upd_ms=%.3f total_ms=%.3f "
-	       "iters=%d\n", label, B, T, D, F, first, median(tf), median(tb),
-	       median(tu), median(tt), iters);
+	       "iters=%d\n", label, B, T, D, F, ms[0], ms[1], ms[2], ms[3],
+	       ms[4], iters);
 	fflush(stdout);
-	for (int i = 0; i < 4; i++) cudaEventDestroy(ev[i]);
-	float *bufs[] = { x, y, dy, dx, a, b, hh, dh, da, db };
-	for (float *p : bufs) be->free(be, p);
-	arb_harness_free(H);
-	free(H);
+	for (float **p : bufs) be->free(be, *p);
+	run_close(&R);
 }
 
 int main(int argc, char **argv)
