@@ -27,34 +27,16 @@ typedef arb_harness thost;
 
 static thost *th_new(arb_backend *be, int D, int B, int T)
 {
-	thost *t = calloc(1, sizeof *t);
-	arb_model_info mi = { sizeof mi, D, 1, 1, T, B, 8, 1234 };
-	arb_harness_init(t, be, &mi); /* D, layers, heads, ctx, batch, group, seed */
-	t->accum_init = 2;
-	t->verbose = -1; /* no log lines */
-	arb_harness_use(t, &vq_plugin);
-	return t;
+	return arb_test_harness(be, &vq_plugin, D, B, T);
 }
 
-static void th_set(thost *t, const char *key, const char *val)
-{
-	arb_error err = { 0 };
-	ck_assert_msg(arb_harness_set(t, key, val, &err) == ARB_OK, "%s", err.msg);
-}
+#define th_set arb_test_harness_set
+#define th_free arb_test_harness_free
 
 /* the instance (destroyed by th_free) */
 static vq *th_vq(thost *t, const char *inst)
 {
-	arb_error err = { 0 };
-	arb_status s = arb_harness_create(t, inst, &err);
-	ck_assert_msg(s == ARB_OK, "vq_create: %s", err.msg);
-	return t->self;
-}
-
-static void th_free(thost *t)
-{
-	arb_harness_free(t);
-	free(t);
+	return arb_test_harness_create(t, inst);
 }
 
 /* the backend the instance was created on */

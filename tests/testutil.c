@@ -2,6 +2,7 @@
  * tests/testutil.c -- helpers shared by the Check suites.
  */
 #include "testutil.h"
+#include <check.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include <dlfcn.h>
 #include "arb/ops.h"
 #include "arb/plugin.h"
+#include "arb/harness.h"
 
 int arb_test_gpu_available(void)
 {
@@ -148,4 +150,41 @@ void arb_test_mem_free(arb_test_mem *m)
 {
 	for (int i = 0; i < m->n; i++) free(m->r[i].data);
 	m->n = 0;
+}
+
+/* ------------------------------------------------------------------------
+ * harness host for plugin suites */
+
+arb_harness *arb_test_harness(arb_backend *be, const arb_plugin *pl, int D,
+			      int B, int T)
+{
+	arb_harness *H = calloc(1, sizeof *H);
+	ck_assert_ptr_nonnull(H);
+	/* D, layers, heads, ctx, batch, group, seed */
+	arb_model_info mi = { sizeof mi, D, 1, 1, T, B, 8, 1234 };
+	arb_harness_init(H, be, &mi);
+	H->accum_init = 2;
+	H->verbose = -1; /* no log lines */
+	arb_harness_use(H, pl);
+	return H;
+}
+
+void arb_test_harness_set(arb_harness *H, const char *key, const char *val)
+{
+	arb_error err = { 0 };
+	ck_assert_msg(arb_harness_set(H, key, val, &err) == ARB_OK, "%s", err.msg);
+}
+
+void *arb_test_harness_create(arb_harness *H, const char *instance)
+{
+	arb_error err = { 0 };
+	arb_status s = arb_harness_create(H, instance, &err);
+	ck_assert_msg(s == ARB_OK, "create %s: %s", instance, err.msg);
+	return H->self;
+}
+
+void arb_test_harness_free(arb_harness *H)
+{
+	arb_harness_free(H);
+	free(H);
 }

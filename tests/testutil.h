@@ -5,6 +5,7 @@
 #define ARB_TESTUTIL_H
 #include <stddef.h>
 #include <stdint.h>
+#include "arb/ops.h"
 
 /* 1 if a CUDA device can be used (built with CUDA and a GPU present) */
 int arb_test_gpu_available(void);
@@ -38,4 +39,16 @@ void arb_test_mem_io(arb_test_mem *m, struct arb_state_io *io);
 /* the record called name, or NULL */
 arb_test_rec *arb_test_mem_find(arb_test_mem *m, const char *name);
 void arb_test_mem_free(arb_test_mem *m);
+
+/* a quiet harness host (arb/harness.h) for a plugin linked into the test:
+ * model width D, 1 layer, 1 head, ctx T, batch B, group size 8, seed 1234,
+ * T_accum init half-width 2; free with arb_test_harness_free */
+struct arb_harness;
+struct arb_harness *arb_test_harness(arb_backend *be, const struct arb_plugin *pl,
+				     int D, int B, int T);
+/* set a config key / create the instance (the test fails with the message
+ * on error); create returns the component's self */
+void arb_test_harness_set(struct arb_harness *H, const char *key, const char *val);
+void *arb_test_harness_create(struct arb_harness *H, const char *instance);
+void arb_test_harness_free(struct arb_harness *H);
 #endif
