@@ -188,3 +188,14 @@ void arb_test_harness_free(arb_harness *H)
 	arb_harness_free(H);
 	free(H);
 }
+
+const arb_plugin *arb_test_plugin_ok(const char *name, int slot)
+{
+	char msg[600];
+	const arb_plugin *d = arb_test_plugin(name, msg, sizeof msg);
+	ck_assert_msg(d != NULL, "%s", msg);
+	ck_assert_str_eq(d->name, name);
+	if (slot >= 0) ck_assert_int_eq(d->slot, slot);
+	ck_assert_str_eq(d->build_sig, ARB_BUILD_SIGNATURE);
+	return d;
+}

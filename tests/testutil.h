@@ -23,6 +23,9 @@ const char *arb_test_build_path(const char *rel);
  * or exports no descriptor */
 struct arb_plugin;
 const struct arb_plugin *arb_test_plugin(const char *name, char *msg, size_t cap);
+/* the same, and the test fails unless it loads and its descriptor names
+ * `name`, carries this build's signature and (slot >= 0) has that slot */
+const struct arb_plugin *arb_test_plugin_ok(const char *name, int slot);
 /* a fresh temporary directory (mkdtemp under /tmp); caller may rm -rf */
 const char *arb_test_tmpdir(void);
 
