@@ -61,12 +61,7 @@ static void run_fb(memgram *s, thost *t, const int32_t *bytes, int B, int T,
 {
 	int64_t M = (int64_t)B * T, D = s->D;
 	arb_io io;
-	memset(&io, 0, sizeof io);
-	io.struct_size = sizeof io;
-	io.be = t->be;
-	io.B = B;
-	io.T = T;
-	io.D = (int)D;
+	arb_test_io(&io, t->be, B, T, (int)D);
 	io.layer = 0;
 	io.training = 1;
 	io.bytes = bytes;

@@ -50,12 +50,7 @@ static void run_forward(vq *q, thost *t, const float *x, float *y, int B, int T,
 			int training)
 {
 	arb_io io;
-	memset(&io, 0, sizeof io);
-	io.struct_size = sizeof io;
-	io.be = th_be(t);
-	io.B = B;
-	io.T = T;
-	io.D = q->D;
+	arb_test_io(&io, th_be(t), B, T, q->D);
 	io.training = training;
 	io.x = x;
 	io.y = y;
@@ -204,12 +199,7 @@ static void run_backward(vq *q, thost *t, const float *dy, float *dx, int B,
 			 int T, const arb_vote *v)
 {
 	arb_io io;
-	memset(&io, 0, sizeof io);
-	io.struct_size = sizeof io;
-	io.be = th_be(t);
-	io.B = B;
-	io.T = T;
-	io.D = q->D;
+	arb_test_io(&io, th_be(t), B, T, q->D);
 	io.training = 1;
 	io.dy = dy;
 	io.dx = dx;
@@ -360,9 +350,8 @@ static double surrogate_loss(vq *q, thost *t, const float *x, const float *w,
 	double aux = 0;
 	{
 		arb_io io;
-		memset(&io, 0, sizeof io);
-		io.struct_size = sizeof io;
-		io.be = th_be(t); io.B = B; io.T = T; io.D = D; io.x = x; io.y = y;
+		arb_test_io(&io, th_be(t), B, T, D);
+		io.x = x; io.y = y;
 		io.training = training;
 		arb_error err = { 0 };
 		ck_assert(vq_forward(q, &io, &err) == ARB_OK);
@@ -643,8 +632,7 @@ START_TEST(gpu_matches_cpu)
 		gbe->upload(gbe, gx, x, (size_t)M * D * 4);
 		gbe->upload(gbe, gy, x, (size_t)M * D * 4);
 		arb_io io;
-		memset(&io, 0, sizeof io);
-		io.struct_size = sizeof io; io.be = th_be(tg); io.B = B; io.T = T; io.D = D;
+		arb_test_io(&io, th_be(tg), B, T, D);
 		io.training = 1; io.x = gx; io.y = gy;
 		ck_assert_msg(d->forward(qg, &io, &err) == ARB_OK, "%s", err.msg);
 		const arb_named *nt = tg->host.lookup(&tg->host, "vq.g.codes");

@@ -199,3 +199,13 @@ const arb_plugin *arb_test_plugin_ok(const char *name, int slot)
 	ck_assert_str_eq(d->build_sig, ARB_BUILD_SIGNATURE);
 	return d;
 }
+
+void arb_test_io(arb_io *io, arb_backend *be, int B, int T, int D)
+{
+	memset(io, 0, sizeof *io);
+	io->struct_size = sizeof *io;
+	io->be = be;
+	io->B = B;
+	io->T = T;
+	io->D = D;
+}

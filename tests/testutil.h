@@ -47,6 +47,10 @@ void arb_test_mem_free(arb_test_mem *m);
  * model width D, 1 layer, 1 head, ctx T, batch B, group size 8, seed 1234,
  * T_accum init half-width 2; free with arb_test_harness_free */
 struct arb_harness;
+/* *io zeroed, struct_size set, with this backend and shape (B * T rows of
+ * width D); the caller sets layer, training and the buffers */
+struct arb_io;
+void arb_test_io(struct arb_io *io, arb_backend *be, int B, int T, int D);
 struct arb_harness *arb_test_harness(arb_backend *be, const struct arb_plugin *pl,
 				     int D, int B, int T);
 /* set a config key / create the instance (the test fails with the message
