@@ -63,18 +63,45 @@ static int64_t member_bytes(const arb_tern *t, const state_member *m)
 
 static int64_t count_zeros(arb_backend *be, const arb_tern *t)
 {
-	int64_t z = 0;
-	size_t nb = (size_t)t->row_bytes;
-	uint8_t *row = malloc(nb);
-	if (!row) return -1;
-	for (int64_t r = 0; r < t->rows; r++) {
-		const uint8_t *src = t->packed + r * t->row_bytes;
-		if (be && be->is_device) be->download(be, row, src, nb);
-		else memcpy(row, src, nb);
-		for (int64_t c = 0; c < t->cols; c++)
-			z += arb_trit_of(row[c / 5], (int)(c % 5)) == 0;
+	/* zero trits per packed byte value (the padding trits of a row's
+	 * last byte are taken off below) */
+	int zb[256];
+	for (int v = 0; v < 256; v++) {
+		zb[v] = 0;
+		for (int j = 0; j < 5; j++) zb[v] += arb_trit_of((uint8_t)v, j) == 0;
 	}
-	free(row);
+	const int64_t rb = t->row_bytes;
+	const int pad = (int)(rb * 5 - t->cols); /* trits past cols in the last byte */
+	const int64_t total = t->rows * rb;
+	/* device tensors come over in chunks of whole rows (about 16 MB):
+	 * one copy per chunk, not per row */
+	int64_t chunk_rows = rb > 0 ? ((int64_t)16 << 20) / rb : 1;
+	if (chunk_rows < 1) chunk_rows = 1;
+	if (chunk_rows > t->rows) chunk_rows = t->rows;
+	uint8_t *buf = NULL;
+	if (be && be->is_device && total > 0) {
+		buf = malloc((size_t)(chunk_rows * rb));
+		if (!buf) return -1;
+	}
+	int64_t z = 0;
+	for (int64_t r0 = 0; r0 < t->rows; r0 += chunk_rows) {
+		int64_t n = t->rows - r0 < chunk_rows ? t->rows - r0 : chunk_rows;
+		const uint8_t *src = t->packed + r0 * rb;
+		if (buf) {
+			be->download(be, buf, src, (size_t)(n * rb));
+			src = buf;
+		}
+		for (int64_t i = 0; i < n; i++) {
+			const uint8_t *row = src + i * rb;
+			for (int64_t c = 0; c < rb; c++)
+				z += zb[row[c]];
+			/* the padding trits of the last byte are not weights */
+			if (pad > 0)
+				for (int j = 5 - pad; j < 5; j++)
+					z -= arb_trit_of(row[rb - 1], j) == 0;
+		}
+	}
+	free(buf);
 	return z;
 }
 

@@ -311,6 +311,18 @@ START_TEST(audit_bytes)
 	ck_assert_double_le(a.bytes_per_weight, 1.27);
 	ck_assert_double_ge(a.bytes_per_weight, 1.0);
 	ck_assert_int_eq(a.bytes_workspace, 4 * 8); /* sumsq doubles only */
+	/* zero trits: counted weight by weight (128 % 5 = 3: every row's
+	 * last byte holds 2 padding trits, which are not weights) */
+	int64_t zeros = 0;
+	for (int i = 0; i < reg.n; i++) {
+		const arb_tern *t = reg.items[i];
+		for (int64_t r = 0; r < t->rows; r++)
+			for (int64_t c = 0; c < t->cols; c++)
+				zeros += arb_trit_of(t->packed[r * t->row_bytes + c / 5],
+						     (int)(c % 5)) == 0;
+	}
+	ck_assert_int_gt(zeros, 0);
+	ck_assert_int_eq(a.zeros, zeros);
 	arb_registry_free(&reg);
 }
 END_TEST
