@@ -93,6 +93,10 @@ typedef struct block {
 
 struct arb_model {
 	arb_backend *be;
+	int profile;           /* [run] profile */
+	double prof[3];       /* seconds in forward, backward, step (whole) */
+	int64_t prof_n[3];    /* calls of each since the last report */
+	int prof_live;        /* inside a training forward, backward or step */
 	arb_registry reg;
 	arb_sched_cfg sched;
 	arb_model_info info;
@@ -385,6 +389,21 @@ static void close_components(arb_model *m)
 	arb_hostctx_free(&m->hctx);
 }
 
+/* [run] profile: wall time of a call with the device idle before and after
+ * it (0 when profiling is off) */
+static double prof_begin(arb_model *m)
+{
+	if (!m->profile || !m->prof_live) return 0.0;
+	m->be->sync(m->be);
+	return arb_now();
+}
+static double prof_end(arb_model *m, double t0)
+{
+	if (!m->profile || !m->prof_live) return 0.0;
+	m->be->sync(m->be);
+	return arb_now() - t0;
+}
+
 /* run every component of `slot` placed at layer l (forward or backward) */
 static arb_status run_slot(arb_model *m, int slot, int l, int backward,
 			   arb_io *io, arb_error *err)
@@ -396,8 +415,10 @@ static arb_status run_slot(arb_model *m, int slot, int l, int backward,
 		if (slot != ARB_SLOT_INPUT && !comp_in_layer(c, l)) continue;
 		if (err) err->msg[0] = 0;
 		io->aux_loss = 0;
+		double t0 = prof_begin(m);
 		arb_status s = backward ? c->lp.desc->backward(c->self, io, err)
 					: c->lp.desc->forward(c->self, io, err);
+		c->prof[backward ? 1 : 0] += prof_end(m, t0);
 		if (s) return comp_fail(c, backward ? "backward" : "forward", s, err);
 		if (!backward) c->aux_loss = io->aux_loss;
 	}
@@ -651,6 +672,7 @@ arb_status arb_model_create(arb_model **out, const arb_cfg *cfg,
 	m->info.batch = batch;
 	m->info.group_size = m->sched.group_size;
 	m->info.seed = seed;
+	m->profile = arb_conf_bool(rc, "profile");
 	m->hctx.info = m->info;
 	m->hctx.be = be;
 	m->hctx.reg = &m->reg;
@@ -819,6 +841,8 @@ arb_status arb_model_forward(arb_model *m, const uint8_t *bytes, int B,
 	int64_t M = (int64_t)B * T;
 	size_t S = 3 * (size_t)(T + 1);
 	m->fwd_training = 0;
+	m->prof_live = training;
+	double t0 = prof_begin(m);
 	arb_status s = trunk_forward(m, bytes, S, B, T, training, err);
 	if (s) return s;
 	/* targets and conditioning rows */
@@ -849,6 +873,9 @@ arb_status arb_model_forward(arb_model *m, const uint8_t *bytes, int B,
 	}
 	*loss = total / (3.0 * (double)M);
 	if (training) {
+		m->prof[0] += prof_end(m, t0);
+		m->prof_n[0]++;
+		m->prof_live = 0;
 		m->fwd_training = 1;
 		m->fwd_B = B;
 		m->fwd_T = T;
@@ -872,6 +899,8 @@ arb_status arb_model_backward(arb_model *m, const arb_vote *v, arb_error *err)
 	size_t MD = (size_t)M * D * sizeof(float);
 	arb_status s;
 	m->fwd_training = 0;   /* one backward per training forward */
+	m->prof_live = 1;
+	double t0 = prof_begin(m);
 
 	/* ByteHead over the 3M stacked slot rows */
 	int Hh = m->Hh;
@@ -985,6 +1014,9 @@ arb_status arb_model_backward(arb_model *m, const arb_vote *v, arb_error *err)
 	for (int j = 0; j < 3; j++)
 		be->copy(be, m->demb + (size_t)j * M * D, m->dres, MD);
 	be->embed_vote(be, m->emb, m->eidx, 3 * M, m->demb, v);
+	m->prof[1] += prof_end(m, t0);
+	m->prof_n[1]++;
+	m->prof_live = 0;
 	return ARB_OK;
 }
 
@@ -997,14 +1029,21 @@ arb_status arb_model_step(arb_model *m, uint64_t t, arb_step_stats *st,
 	arb_step_stats local;
 	if (!st) st = &local;
 	memset(st, 0, sizeof *st);
+	m->prof_live = 1;
+	double t0 = prof_begin(m);
 	arb_registry_step(&m->reg, t, st);
 	for (int i = 0; i < m->n_comps; i++) {
 		arb_component *c = m->comps[i];
 		if (!c->lp.desc->after_step) continue;
 		if (err) err->msg[0] = 0;
+		double t1 = prof_begin(m);
 		arb_status s = c->lp.desc->after_step(c->self, t, err);
+		c->prof[2] += prof_end(m, t1);
 		if (s) return comp_fail(c, "after_step", s, err);
 	}
+	m->prof[2] += prof_end(m, t0);
+	m->prof_n[2]++;
+	m->prof_live = 0;
 	return ARB_OK;
 }
 
@@ -1165,6 +1204,40 @@ arb_status arb_model_load_extra(arb_model *m, const arb_state_io *io,
 
 /* "k=v k=v": each component's own metrics, then "<instance>.aux_loss=v"
  * for components that reported an auxiliary loss in their last forward */
+int arb_model_profile(arb_model *m, char *buf, size_t cap)
+{
+	if (!buf || cap == 0) return 0;
+	buf[0] = 0;
+	if (!m->profile || m->prof_n[0] == 0) return 0;
+	static const char *what[3] = { "forward", "backward", "step" };
+	size_t used = 0;
+	for (int k = 0; k < 3; k++) {
+		double n = m->prof_n[k] ? (double)m->prof_n[k] : 1.0;
+		double rest = m->prof[k];
+		for (int i = 0; i < m->n_comps; i++) rest -= m->comps[i]->prof[k];
+		int w = snprintf(buf + used, cap - used, "%s%s %.2f ms (%s %.2f",
+				 k ? " | " : "", what[k], 1e3 * m->prof[k] / n,
+				 k == 2 ? "update" : "trunk", 1e3 * rest / n);
+		if (w < 0 || (size_t)w >= cap - used) break;
+		used += (size_t)w;
+		for (int i = 0; i < m->n_comps; i++) {
+			arb_component *c = m->comps[i];
+			if (c->prof[k] <= 0) continue;
+			w = snprintf(buf + used, cap - used, ", %s %.2f", c->section,
+				     1e3 * c->prof[k] / n);
+			if (w < 0 || (size_t)w >= cap - used) break;
+			used += (size_t)w;
+		}
+		if (used + 2 < cap) { buf[used++] = ')'; buf[used] = 0; }
+	}
+	for (int k = 0; k < 3; k++) {
+		m->prof[k] = 0;
+		m->prof_n[k] = 0;
+		for (int i = 0; i < m->n_comps; i++) m->comps[i]->prof[k] = 0;
+	}
+	return (int)used;
+}
+
 int arb_model_metrics(arb_model *m, char *buf, size_t cap)
 {
 	size_t used = 0;

@@ -62,6 +62,11 @@ arb_status arb_model_load_extra(arb_model *m, const arb_state_io *io,
 				arb_error *err);
 /* components' metrics appended to the log line ("k=v k=v") */
 int arb_model_metrics(arb_model *m, char *buf, size_t cap);
+/* [run] profile = true: per training step averages since the last call, in
+ * ms, of the whole forward / backward / step and the share of the trunk and
+ * of each component ("forward 12.3 ms (trunk 8.1, moe 4.2) | ..."); resets
+ * the counters. Writes nothing (returns 0) when profiling is off. */
+int arb_model_profile(arb_model *m, char *buf, size_t cap);
 
 /* Test hook: pointer to the float gradient of the input embedding output
  * and friends is not exposed; finite-difference tests perturb inputs of

@@ -31,6 +31,8 @@ typedef struct arb_component {
 				    section with trunk = false: it runs only
 				    through host->call_forward/backward */
 	double aux_loss;         /* last aux_loss reported through arb_io */
+	double prof[3];          /* [run] profile: seconds in forward, backward,
+				    after_step since the last report */
 	arb_host host;           /* this component's services table */
 	arb_hostctx *ctx;
 } arb_component;

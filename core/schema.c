@@ -24,6 +24,8 @@ const arb_conf_key arb_schema_run[] = {
 	  "directories searched for plugins (':'-separated), before $ARB_PLUGIN_PATH and the built-in directory" },
 	{ "resume", ARB_CONF_BOOL, "true", 0, 0, NULL,
 	  "continue from <dir>/latest if it exists (false: refuse to overwrite a run)" },
+	{ "profile", ARB_CONF_BOOL, "false", 0, 0, NULL,
+	  "time the trunk and every component (forward, backward, step) with the device synchronized around each call, and print the split under each progress line (slows training)" },
 	ARB_CONF_END
 };
 

@@ -287,7 +287,7 @@ arb_status arb_train(const arb_cfg *cfg, arb_backend *be, int *exit_code,
 	double win_t0 = t0, win_loss = 0, win_flips = 0;
 	int64_t win_n = 0, win_ok = 0, last_eval = -1;
 	int time_up = 0;
-	char mbuf[1024];
+	char mbuf[1024], pbuf[1024];
 
 	for (int64_t t = st.step; t < steps; t++) {
 		if (stop_signal) break;
@@ -351,6 +351,8 @@ arb_status arb_train(const arb_cfg *cfg, arb_backend *be, int *exit_code,
 			    rate, fl,
 			    au.trainable_weights ? 100.0 * fl / au.trainable_weights : 0.0,
 			    spss, etas, mbuf[0] ? " | " : "", mbuf);
+			if (arb_model_profile(m, pbuf, sizeof pbuf) > 0)
+				say("  profile: %s\n", pbuf);
 			fprintf(csv, "%lld,%.3f", (long long)st.step, st.elapsed);
 			csv_num(csv, tl, win_ok > 0);
 			csv_num(csv, tl / M_LN2, win_ok > 0);
