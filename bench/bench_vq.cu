@@ -228,7 +228,7 @@ static double run_cand(const book &b, lk &l, int64_t n, int *misses)
 	cudaEventCreate(&e0); cudaEventCreate(&e1);
 	cudaEventRecord(e0);
 	if (vq_cuda_candidates(&tv, l.z, n, b.tau_d, b.coord_d, b.head_d, b.next_d,
-			       TABLES, BITS, PROBES, l.codes, l.miss, l.miss_n)) {
+			       TABLES, BITS, PROBES, l.codes, l.miss, l.miss_n, NULL)) {
 		fprintf(stderr, "candidate kernel failed\n");
 		exit(1);
 	}

@@ -441,6 +441,14 @@ START_TEST(usage_save_load_and_metrics)
 	ck_assert_ptr_nonnull(strstr(buf, "vq.us.ppl="));
 	double ppl = atof(strstr(buf, "vq.us.ppl=") + 10);
 	ck_assert(ppl >= 1.0 && ppl <= 3.0 * M);
+	/* lookup statistics of the last forward: every query found a
+	 * candidate, and the candidates are a strict subset of the rows */
+	ck_assert_int_eq(q->lk_q, M);
+	ck_assert_int_eq(q->lk_miss, 0);
+	ck_assert(q->lk_scan > 0 && q->lk_scan < (int64_t)M * q->size);
+	ck_assert_ptr_nonnull(strstr(buf, "vq.us.miss=0 "));
+	ck_assert(atof(strstr(buf, "vq.us.scan=") + 11) ==
+		  (double)(int64_t)((double)q->lk_scan / M + 0.5));
 
 	arb_test_mem ms = { 0 };
 	arb_state_io io;
@@ -457,6 +465,11 @@ START_TEST(usage_save_load_and_metrics)
 	ck_assert_mem_eq(q->usage, q2->usage, (size_t)q->size * sizeof *q->usage);
 	char buf2[256];
 	vq_metrics(q2, buf2, sizeof buf2);
+	/* the saved part (usage, reseeds) round-trips; the lookup statistics
+	 * describe a forward, and q2 has run none */
+	*strstr(buf, " vq.us.miss=") = 0;
+	ck_assert_ptr_nonnull(strstr(buf2, " vq.us.miss=0 vq.us.scan=0"));
+	*strstr(buf2, " vq.us.miss=") = 0;
 	ck_assert_str_eq(buf, buf2);
 	/* a codebook of another size refuses the state */
 	thost *t3 = th_new(arb_backend_cpu(), D, B, T);

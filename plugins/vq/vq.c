@@ -120,6 +120,10 @@ typedef struct vq {
 	int32_t *codes;
 	unsigned long long *ws;  /* device: exact-lookup scratch */
 	int32_t *miss, *miss_n;  /* device: candidate misses */
+	unsigned long long *scan_dev; /* device: rows scored by the candidates */
+	/* lookup statistics of the last forward (metrics): queries, queries
+	 * that fell back to the exact search, rows scored */
+	int64_t lk_q, lk_miss, lk_scan;
 	int32_t *codes_h;        /* host copy of the codes of the last forward */
 	float *zh, *ch;          /* host scratch (device backends) */
 	int8_t *trits;           /* host scratch: one decoded row (dim) */
@@ -374,6 +378,7 @@ static int32_t cpu_candidate_one(vq *q, const float *z)
 				float s = vq_score(z, q->trits, q->scales, q->dim,
 						   C->group_size);
 				found = 1;
+				q->lk_scan++;
 				if (vq_better(s, r, bs, br)) { bs = s; br = r; }
 			}
 		}
@@ -383,10 +388,21 @@ static int32_t cpu_candidate_one(vq *q, const float *z)
 
 static void cpu_lookup(vq *q, const float *z, int64_t M, int32_t *codes)
 {
-	if (q->exact) { cpu_exact(q, z, M, codes); return; }
+	q->lk_q = M;
+	q->lk_miss = 0;
+	q->lk_scan = 0;
+	if (q->exact) {
+		cpu_exact(q, z, M, codes);
+		q->lk_scan = M * q->size;
+		return;
+	}
 	for (int64_t m = 0; m < M; m++) {
 		codes[m] = cpu_candidate_one(q, z + m * q->dim);
-		if (codes[m] < 0) cpu_exact(q, z + m * q->dim, 1, codes + m);
+		if (codes[m] < 0) {
+			cpu_exact(q, z + m * q->dim, 1, codes + m);
+			q->lk_miss++;
+			q->lk_scan += q->size;
+		}
 	}
 }
 
@@ -607,7 +623,8 @@ static void bufs_free(vq *q)
 {
 	arb_backend *be = q->be;
 	void *dev[] = { q->xin, q->z, q->c, q->o, q->dz, q->dcode, q->codes,
-			q->ws, q->miss, q->miss_n, q->u, q->zn, q->rstd, q->dzn };
+			q->ws, q->miss, q->miss_n, q->scan_dev, q->u, q->zn, q->rstd,
+			q->dzn };
 	for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
 		if (dev[i]) be->free(be, dev[i]);
 	free(q->codes_h);
@@ -616,6 +633,7 @@ static void bufs_free(vq *q)
 	q->xin = q->z = q->c = q->o = q->dz = q->dcode = NULL;
 	q->u = q->zn = q->rstd = q->dzn = q->zq = NULL;
 	q->codes = q->miss = q->miss_n = NULL;
+	q->scan_dev = NULL;
 	q->ws = NULL;
 	q->codes_h = NULL;
 	q->zh = q->ch = NULL;
@@ -651,9 +669,11 @@ static arb_status bufs_ensure(vq *q, int64_t M, arb_error *err)
 		q->ws = be->alloc(be, (size_t)M * sizeof *q->ws);
 		q->miss = be->alloc(be, (size_t)M * sizeof(int32_t));
 		q->miss_n = be->alloc(be, sizeof(int32_t));
+		q->scan_dev = be->alloc(be, sizeof *q->scan_dev);
 		q->zh = malloc(2 * fd); /* z, then zn */
 		q->ch = malloc(fd);
-		ok = ok && q->ws && q->miss && q->miss_n && q->zh && q->ch;
+		ok = ok && q->ws && q->miss && q->miss_n && q->scan_dev && q->zh &&
+		     q->ch;
 	}
 	if (!ok) {
 		bufs_free(q);
@@ -879,16 +899,25 @@ static arb_status lookup(vq *q, int64_t M, arb_error *err)
 			   C->rows, (int)C->cols, (int)C->row_bytes, C->group_size,
 			   C->groups, C->bigint_alpha, C->steps };
 	int rc;
+	q->lk_q = M;
+	q->lk_miss = 0;
 	if (q->exact) {
 		rc = vq_cuda_exact(&tv, q->zq, M, NULL, q->codes, q->ws);
+		q->lk_scan = M * q->size;
 	} else {
+		be->zero(be, q->scan_dev, sizeof *q->scan_dev);
 		rc = vq_cuda_candidates(&tv, q->zq, M, q->tau_dev, q->coord_dev,
 					q->head_dev, q->next_dev, q->tables, q->bits,
-					q->probes, q->codes, q->miss, q->miss_n);
+					q->probes, q->codes, q->miss, q->miss_n,
+					q->scan_dev);
 		int32_t nmiss = 0;
+		unsigned long long ns = 0;
 		if (!rc) be->download(be, &nmiss, q->miss_n, sizeof nmiss);
+		if (!rc) be->download(be, &ns, q->scan_dev, sizeof ns);
 		if (!rc && nmiss > 0)
 			rc = vq_cuda_exact(&tv, q->zq, nmiss, q->miss, q->codes, q->ws);
+		q->lk_miss = nmiss;
+		q->lk_scan = (int64_t)ns + (int64_t)nmiss * q->size;
 	}
 	if (rc)
 		return q->host->set_error(err, ARB_ERR_CUDA,
@@ -1340,9 +1369,11 @@ static int vq_metrics(void *self, char *buf, size_t cap)
 		ppl = exp(h);
 	}
 	free(hu);
-	int n = snprintf(buf, cap, "vq.%s.ppl=%.2f vq.%s.used=%lld vq.%s.reseeded=%lld",
+	int n = snprintf(buf, cap, "vq.%s.ppl=%.2f vq.%s.used=%lld vq.%s.reseeded=%lld "
+			 "vq.%s.miss=%lld vq.%s.scan=%.0f",
 			 q->inst, ppl, q->inst, (long long)used, q->inst,
-			 (long long)q->reseeded);
+			 (long long)q->reseeded, q->inst, (long long)q->lk_miss,
+			 q->inst, q->lk_q ? (double)q->lk_scan / (double)q->lk_q : 0.0);
 	if (n < 0) return 0;
 	return (size_t)n < cap ? n : (int)(cap ? cap - 1 : 0);
 }

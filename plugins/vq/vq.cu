@@ -215,7 +215,7 @@ __global__ void k_cand(vq_tab_view tv, const float *__restrict__ z, int64_t n,
 		       const float *__restrict__ tau, const int32_t *__restrict__ coord,
 		       const int32_t *__restrict__ head, const int32_t *__restrict__ next,
 		       int tables, int bits, int probes, int L, int32_t *codes,
-		       int32_t *miss, int32_t *miss_n)
+		       int32_t *miss, int32_t *miss_n, unsigned long long *scanned)
 {
 	extern __shared__ float zsh[];
 	const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -226,7 +226,7 @@ __global__ void k_cand(vq_tab_view tv, const float *__restrict__ z, int64_t n,
 	__syncwarp();
 	if (q >= n) return;
 	const int np = probes + 1 < (1 << L) ? probes + 1 : (1 << L);
-	unsigned long long best = 0;
+	unsigned long long best = 0, nscan = 0;
 	int found = 0;
 	for (int s = lane; s < tables * np; s += 32) {
 		const int t = s / np, p = s % np;
@@ -253,6 +253,7 @@ __global__ void k_cand(vq_tab_view tv, const float *__restrict__ z, int64_t n,
 		for (int32_t r = head[hb]; r >= 0; r = next[base + r]) {
 			float sc = vq_dscore(tv, r, zs);
 			found = 1;
+			nscan++;
 			if (sc == sc) {
 				unsigned long long k = vq_pack(sc, r);
 				best = k > best ? k : best;
@@ -261,6 +262,11 @@ __global__ void k_cand(vq_tab_view tv, const float *__restrict__ z, int64_t n,
 	}
 	best = warp_max_u64(best);
 	found = __any_sync(0xffffffffu, found);
+	if (scanned) {
+		for (int o = 16; o > 0; o >>= 1)
+			nscan += __shfl_xor_sync(0xffffffffu, nscan, o);
+		if (lane == 0) atomicAdd(scanned, nscan);
+	}
 	if (lane == 0) {
 		if (found && best) {
 			codes[q] = (int32_t)(0xFFFFFFFFu - (uint32_t)(best & 0xFFFFFFFFull));
@@ -275,7 +281,8 @@ extern "C" int vq_cuda_candidates(const vq_tab_view *tv, const float *z,
 				  int64_t n, const float *tau, const int32_t *coord,
 				  const int32_t *head, const int32_t *next,
 				  int tables, int bits, int probes, int32_t *codes,
-				  int32_t *miss, int32_t *miss_n)
+				  int32_t *miss, int32_t *miss_n,
+				  unsigned long long *scanned)
 {
 	cudaMemsetAsync(miss_n, 0, sizeof *miss_n, 0);
 	if (n <= 0) return (int)cudaGetLastError();
@@ -287,7 +294,7 @@ extern "C" int vq_cuda_candidates(const vq_tab_view *tv, const float *z,
 				     (int)shm);
 	k_cand<<<cdivu(n, VQ_WARPS), VQ_WARPS * 32, shm>>>(
 		*tv, z, n, tau, coord, head, next, tables, bits, probes, L, codes,
-		miss, miss_n);
+		miss, miss_n, scanned);
 	return (int)cudaGetLastError();
 }
 

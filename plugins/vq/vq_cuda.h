@@ -35,12 +35,13 @@ int vq_cuda_exact(const vq_tab_view *tv, const float *z, int64_t n,
 
 /* candidate lookup (README "candidate lookup"): codes[q] = best candidate,
  * or -1 when no bucket probed held a row; queries with -1 are appended to
- * miss (miss_n: one int32 counter, zeroed by the launcher). */
+ * miss (miss_n: one int32 counter, zeroed by the launcher). scanned (NULL =
+ * not counted): one u64 to which the kernel adds the rows it scored. */
 int vq_cuda_candidates(const vq_tab_view *tv, const float *z, int64_t n,
 		       const float *tau, const int32_t *coord,
 		       const int32_t *head, const int32_t *next, int tables,
 		       int bits, int probes, int32_t *codes, int32_t *miss,
-		       int32_t *miss_n);
+		       int32_t *miss_n, unsigned long long *scanned);
 
 /* query normalization (vq.c vq_norm_rows, bit-identical): per row m of z
  * (M x dim), u = z - mu, rstd[m] = (float)(1 / sqrt(sum u^2 / dim + 1e-5)),
