@@ -35,6 +35,9 @@
 
 static const int DIM = 64, GS = 32, TABLES = 8, BITS = 16, PROBES = 4;
 static const uint64_t SEED = 1234;
+/* rows scored per probed bucket (the plugin's max_scan; 0 = all) */
+static int64_t max_scan = 0;
+static const int64_t SCANS[] = { 0, 4096, 1024, 256 };
 
 static size_t dev_used(void)
 {
@@ -228,7 +231,7 @@ static double run_cand(const book &b, lk &l, int64_t n, int *misses)
 	cudaEventCreate(&e0); cudaEventCreate(&e1);
 	cudaEventRecord(e0);
 	if (vq_cuda_candidates(&tv, l.z, n, b.tau_d, b.coord_d, b.head_d, b.next_d,
-			       TABLES, BITS, PROBES, l.codes, l.miss, l.miss_n, NULL)) {
+			       TABLES, BITS, PROBES, max_scan, l.codes, l.miss, l.miss_n, NULL)) {
 		fprintf(stderr, "candidate kernel failed\n");
 		exit(1);
 	}
@@ -387,22 +390,28 @@ int main(int argc, char **argv)
 			std::vector<float> z;
 			make_queries(b1, nq, noises[k], 17 + k, z);
 			CKB(cudaMemcpy(l.z, z.data(), z.size() * 4, cudaMemcpyHostToDevice));
+			run_exact(b1, l, nq);
+			double me = run_exact(b1, l, nq);
+			std::vector<int32_t> ce = codes_of(l, nq);
+			for (int64_t ms : SCANS) {
+			max_scan = ms;
 			run_cand(b1, l, nq, nullptr); /* warm-up */
 			int misses = 0;
 			double mc = run_cand(b1, l, nq, &misses);
 			std::vector<int32_t> cc = codes_of(l, nq);
-			run_exact(b1, l, nq);
-			double me = run_exact(b1, l, nq);
-			std::vector<int32_t> ce = codes_of(l, nq);
 			run_cand(b1, l, nq, nullptr);
 			std::vector<int32_t> c2 = codes_of(l, nq);
-			printf("%lld rows, %s queries (%lld): recall@1 %.4f, deterministic %s, "
-			       "misses->exact %d; candidate %.0f q/s, exact %.0f q/s\n",
+			printf("%lld rows, %s queries (%lld), max_scan %lld: recall@1 %.4f, "
+			       "deterministic %s, misses->exact %d; candidate %.0f q/s, "
+			       "exact %.0f q/s\n",
 			       (long long)R1,
 			       noises[k] < 0 ? "random" : noises[k] < 0.4f ? "near (0.3)" : "near (0.5)",
-			       (long long)nq, agree(cc, ce), agree(cc, c2) == 1.0 ? "yes" : "NO",
+			       (long long)nq, (long long)ms, agree(cc, ce),
+			       agree(cc, c2) == 1.0 ? "yes" : "NO",
 			       misses, nq / (mc / 1e3), nq / (me / 1e3));
+			}
 		}
+		max_scan = 0;
 		lk_free(l);
 		free_book(be, b1);
 	}
@@ -431,6 +440,18 @@ int main(int argc, char **argv)
 			std::vector<float> z;
 			make_queries(b, nq, k == 0 ? 0.3f : -1.0f, 91 + k, z);
 			CKB(cudaMemcpy(l.z, z.data(), z.size() * 4, cudaMemcpyHostToDevice));
+			for (int64_t ms : SCANS) {
+			if (ms == 0) continue;
+			max_scan = ms;
+			run_cand(b, l, nq, nullptr);
+			int mm = 0;
+			double mcs = run_cand(b, l, nq, &mm);
+			printf("%lld rows, %s queries, max_scan %lld: candidate %.0f q/s "
+			       "(misses %d)\n", (long long)R10,
+			       k == 0 ? "near (0.3)" : "random", (long long)ms,
+			       nq / (mcs / 1e3), mm);
+			}
+			max_scan = 0;
 			run_cand(b, l, nq, nullptr);
 			int misses = 0;
 			double mc = run_cand(b, l, nq, &misses);

@@ -106,7 +106,11 @@ arb_status arb_registry_create(arb_registry *r, const char *name,
 	ini.seed = s->seed;
 	ini.zero_frac = zf;
 	ini.const_trit = p->const_trit;
-	ini.e_init = arb_e_from_fanin(p->fan_in ? p->fan_in : cols, zf);
+	/* zero_frac = 1 (every trit 0: a branch that starts silent): E0 is the
+	 * one of the trunk's default density, the scale its trits will have
+	 * once votes flip them */
+	ini.e_init = arb_e_from_fanin(p->fan_in ? p->fan_in : cols,
+				      zf >= 1.0 ? s->zero_frac : zf);
 	ini.accum_init = p->frozen ? 0 : s->accum_init;
 	r->be->tern_init(r->be, t, &ini);
 	r->items[r->n++] = t;

@@ -68,6 +68,7 @@ typedef struct gconf {
 		edge_threshold, max_iters, experts_layer;
 	double halt_threshold, halt_bias, ponder;
 	const char *experts;   /* NULL: none */
+	int out_zero;          /* out_init = zero (the plugin's default) */
 } gconf;
 
 typedef arb_harness thost;
@@ -118,6 +119,9 @@ static thost *th_new(arb_backend *be, int D, const gconf *c)
 	arb_error err = { 0 };
 	arb_status s = arb_harness_set(th, "vq", "shared", &err);
 	if (!s) s = arb_harness_set(th, "experts", c->experts ? c->experts : "", &err);
+	/* the output projection starts random so that every path carries a
+	 * signal (the default, out_init = zero, is tested in graph_out_zero) */
+	if (!s) s = arb_harness_set(th, "out_init", c->out_zero ? "zero" : "random", &err);
 	for (size_t i = 0; !s && i < sizeof ik / sizeof ik[0]; i++)
 		s = arb_harness_setf(th, ik[i].key, &err, "%lld", (long long)ik[i].v);
 	for (size_t i = 0; !s && i < sizeof fk / sizeof fk[0]; i++)
@@ -575,6 +579,43 @@ static thost *warm_host(arb_backend *be, const gconf *c, int32_t *codes,
 	free(R);
 	return th;
 }
+
+/* out_init = zero: the graph adds nothing at first, and its output
+ * projection still receives votes */
+START_TEST(graph_out_zero)
+{
+	int64_t M = TB * TT, n = M * TD;
+	gconf c = conf_default();
+	c.out_zero = 1;
+	int32_t codes[TB * TT];
+	float *x = malloc(n * 4), *y = malloc(n * 4), *R = malloc(n * 4),
+	      *dx = malloc(n * 4);
+	thost *th = th_new(arb_backend_cpu(), TD, &c);
+	arb_tern *out = NULL;
+	for (int i = 0; i < th->n_tern; i++)
+		if (!strcmp(th->tern[i]->name, "g.out")) out = th->tern[i];
+	ck_assert_ptr_nonnull(out);
+	const size_t nw = (size_t)(out->rows * out->cols);
+	for (size_t i = 0; i < nw; i++)
+		ck_assert_int_eq(arb_tern_get(out->packed, out->row_bytes,
+					       (int64_t)i / out->cols,
+					       (int64_t)i % out->cols), 0);
+	int8_t *before = malloc(nw);
+	memcpy(before, out->T_accum, nw);
+	make_codes(codes, M, (int)c.nodes, 40);
+	th_codes(th, codes, M);
+	arb_test_fill(x, n, 50);
+	arb_test_fill(R, n, 51);
+	cpu_fwd(th, TB, TT, x, y, 1);
+	for (int64_t i = 0; i < n; i++) ck_assert(y[i] == 0.0f);
+	cpu_bwd(th, TB, TT, x, R, dx);
+	size_t moved = 0;
+	for (size_t i = 0; i < nw; i++) moved += out->T_accum[i] != before[i];
+	ck_assert_uint_gt(moved, nw / 2);
+	free(before); free(x); free(y); free(R); free(dx);
+	th_free(th);
+}
+END_TEST
 
 START_TEST(test_fd_dx)
 {
@@ -1176,6 +1217,7 @@ Suite *suite_graph(void)
 	tcase_add_test(tc, test_aggregation_naive);
 	tcase_add_test(tc, test_gather_add_duplicates);
 	tcase_add_test(tc, test_fd_dx);
+	tcase_add_test(tc, graph_out_zero);
 	tcase_add_test(tc, test_act_forced_halts);
 	tcase_add_test(tc, test_save_load);
 	tcase_add_test(tc, test_missing_codes);

@@ -825,6 +825,7 @@ static const char *write_gx_ini(const char *gx_extra, int *gx_extra_line)
 		"[vq:shared]", "layers = 1", "size = 64", "dim = 8",
 		"[graph]", "vq = shared", "nodes = 64", "node_dim = 8",
 		"max_edges = 256", "max_iters = 2", "experts = gx",
+		"out_init = random",
 		"[moe:gx]", "trunk = false", "experts = 2", "top_k = 2",
 		"rank = 2", "hidden = 16",
 	};

@@ -25,12 +25,17 @@
 
 typedef arb_harness thost;
 
+#define th_set arb_test_harness_set
+
+/* the suites test the output path too: Q starts random (the default,
+ * out_init = zero, has its own case) */
 static thost *th_new(arb_backend *be, int D, int B, int T)
 {
-	return arb_test_harness(be, &vq_plugin, D, B, T);
+	thost *t = arb_test_harness(be, &vq_plugin, D, B, T);
+	th_set(t, "out_init", "random");
+	return t;
 }
 
-#define th_set arb_test_harness_set
 #define th_free arb_test_harness_free
 
 /* the instance (destroyed by th_free) */
@@ -617,6 +622,78 @@ START_TEST(no_collapse_on_offset_clusters)
 }
 END_TEST
 
+/* max_scan: at most that many rows of each probed bucket are scored */
+START_TEST(max_scan_caps_bucket_walk)
+{
+	const int B = 2, T = 16, D = 16, M = B * T;
+	const char *caps[3] = { "0", "4", "20000" };
+	int64_t scan[3];
+	int32_t codes[3][M];
+	float *x = malloc((size_t)M * D * sizeof *x), *y = malloc((size_t)M * D * sizeof *y);
+	arb_test_fill(x, (size_t)M * D, 77);
+	for (int k = 0; k < 3; k++) {
+		thost *t = th_new(arb_backend_cpu(), D, B, T);
+		th_set(t, "size", "20000");
+		th_set(t, "dim", "16");
+		th_set(t, "exact_max", "0");
+		th_set(t, "bits", "8");
+		th_set(t, "max_scan", caps[k]);
+		vq *q = th_vq(t, "ms");
+		memcpy(y, x, (size_t)M * D * sizeof *y);
+		run_forward(q, t, x, y, B, T, 0);
+		ck_assert_int_eq(q->lk_miss, 0);
+		scan[k] = q->lk_scan;
+		memcpy(codes[k], q->codes, sizeof codes[k]);
+		if (k == 1) /* tables 8 x (probes 4 + 1) buckets of <= 4 rows */
+			ck_assert_int_le(scan[k], (int64_t)M * 8 * 5 * 4);
+		th_free(t);
+	}
+	fprintf(stderr, "vq: rows scored per query: all %.1f, max_scan 4: %.1f\n",
+		(double)scan[0] / M, (double)scan[1] / M);
+	ck_assert_int_lt(scan[1], scan[0]);
+	/* a cap no bucket reaches changes nothing */
+	ck_assert_int_eq(scan[2], scan[0]);
+	ck_assert_mem_eq(codes[2], codes[0], sizeof codes[0]);
+	free(x); free(y);
+}
+END_TEST
+
+/* out_init = zero: Q starts all-zero (the residual stream is untouched) and
+ * still receives votes, so it can grow */
+START_TEST(out_init_zero_starts_silent)
+{
+	const int B = 2, T = 8, D = 16, M = B * T;
+	thost *t = th_new(arb_backend_cpu(), D, B, T);
+	th_set(t, "size", "500");
+	th_set(t, "dim", "16");
+	th_set(t, "out_init", "zero");
+	vq *q = th_vq(t, "oz");
+	const arb_tern *Q = q->Q;
+	for (int64_t r = 0; r < Q->rows; r++)
+		for (int64_t c = 0; c < Q->cols; c++)
+			ck_assert_int_eq(arb_trit_of(Q->packed[r * Q->row_bytes + c / 5],
+						     (int)(c % 5)), 0);
+	/* its exponent is the one of a randomly initialized Q */
+	ck_assert_int_eq(Q->E[0], arb_e_from_fanin(Q->cols, 1.0 / 3.0));
+	float *x = malloc((size_t)M * D * sizeof *x), *y = malloc((size_t)M * D * sizeof *y);
+	float *dy = malloc((size_t)M * D * sizeof *dy), *dx = calloc((size_t)M * D, sizeof *dx);
+	arb_test_fill(x, (size_t)M * D, 5);
+	memcpy(y, x, (size_t)M * D * sizeof *y);
+	run_forward(q, t, x, y, B, T, 1);
+	ck_assert_mem_eq(y, x, (size_t)M * D * sizeof *y);
+	arb_test_fill(dy, (size_t)M * D, 6);
+	int8_t *before = malloc((size_t)(Q->rows * Q->cols));
+	memcpy(before, Q->T_accum, (size_t)(Q->rows * Q->cols));
+	arb_vote v = { ARB_VOTE_SIGN, 1, 1, 1234, 1 };
+	run_backward(q, t, dy, dx, B, T, &v);
+	int64_t moved = 0;
+	for (int64_t i = 0; i < Q->rows * Q->cols; i++) moved += Q->T_accum[i] != before[i];
+	ck_assert_int_gt(moved, Q->rows * Q->cols / 2);
+	free(before); free(x); free(y); free(dy); free(dx);
+	th_free(t);
+}
+END_TEST
+
 /* GPU: the built vq.so on the CUDA backend against this CPU reference */
 START_TEST(gpu_matches_cpu)
 {
@@ -625,14 +702,17 @@ START_TEST(gpu_matches_cpu)
 	arb_backend *gbe = arb_backend_cuda(&err);
 	ck_assert_ptr_nonnull(gbe);
 	const arb_plugin *d = arb_test_plugin_ok("vq", -1);
-	const char *sizes[2][2] = { { "3000", "65536" }, { "20000", "0" } };
-	for (int k = 0; k < 2; k++) {
+	/* size, exact_max, max_scan */
+	const char *sizes[3][3] = { { "3000", "65536", "0" }, { "20000", "0", "0" },
+				    { "20000", "0", "6" } };
+	for (int k = 0; k < 3; k++) {
 		const int B = 4, T = 64, D = 32, M = B * T;
 		thost *tc = th_new(arb_backend_cpu(), D, B, T);
 		thost *tg = th_new(gbe, D, B, T);
 		arb_harness_use(tg, d);
 		th_set(tc, "size", sizes[k][0]); th_set(tc, "exact_max", sizes[k][1]);
 		th_set(tg, "size", sizes[k][0]); th_set(tg, "exact_max", sizes[k][1]);
+		th_set(tc, "max_scan", sizes[k][2]); th_set(tg, "max_scan", sizes[k][2]);
 		vq *qc = th_vq(tc, "g");
 		ck_assert_msg(arb_harness_create(tg, "g", &err) == ARB_OK, "%s", err.msg);
 		void *qg = tg->self;
@@ -679,6 +759,8 @@ Suite *suite_vq(void)
 	tcase_add_test(tc, usage_save_load_and_metrics);
 	tcase_add_test(tc, dead_codes_reseeded);
 	tcase_add_test(tc, no_collapse_on_offset_clusters);
+	tcase_add_test(tc, max_scan_caps_bucket_walk);
+	tcase_add_test(tc, out_init_zero_starts_silent);
 	suite_add_tcase(s, tc);
 	TCase *tg = tcase_create("gpu");
 	tcase_set_tags(tg, "gpu");

@@ -58,6 +58,7 @@ enum {
 };
 
 typedef struct graph {
+	int out_zero;            /* out_init = zero */
 	const arb_host *host;
 	char instance[64];
 	char codes_name[128];
@@ -120,6 +121,9 @@ static const arb_conf_key graph_schema[] = {
 	  "false" },
 	{ "experts_layer", ARB_CONF_INT, "-1", -1, 4095, NULL,
 	  "io->layer passed to the experts (-1: the graph's own)" },
+	{ "out_init", ARB_CONF_ENUM, "zero", 0, 0, "random|zero",
+	  "initial trits of the output projection `out`: random (trunk "
+	  "density) or zero (the graph adds nothing until votes flip them)" },
 	ARB_CONF_END
 };
 
@@ -150,7 +154,7 @@ static arb_status mk(graph *g, const char *name, int64_t rows, int64_t cols,
 	arb_tern_param p;
 	memset(&p, 0, sizeof p);
 	p.struct_size = sizeof p;
-	p.zero_frac = -1;
+	p.zero_frac = g->out_zero && strcmp(name, "out") == 0 ? 1.0 : -1;
 	p.sparse = sparse;
 	p.fan_in = fan_in;
 	return g->host->tern_create(g->host, g->instance, name, rows, cols, &p, out,
@@ -182,6 +186,7 @@ static arb_status graph_create(const arb_host *host, const arb_conf *conf,
 	g->thr = (float)host->conf_float(conf, "halt_threshold");
 	g->bias = (float)host->conf_float(conf, "halt_bias");
 	g->tau = (float)host->conf_float(conf, "ponder");
+	g->out_zero = strcmp(host->conf_str(conf, "out_init"), "zero") == 0;
 	g->be = host->backend(host);
 	int64_t cap = host->conf_int(conf, "max_edges");
 	const arb_model_info *mi = host->model(host);

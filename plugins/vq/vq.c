@@ -66,6 +66,12 @@ static const arb_conf_key vq_schema[] = {
 	  "codebook vote weight: dW_row += code_weight/M (c - z)" },
 	{ "out_scale", ARB_CONF_FLOAT, "1.0", 0, 1000, NULL,
 	  "scale of Q c added to the residual stream" },
+	{ "out_init", ARB_CONF_ENUM, "zero", 0, 0, "random|zero",
+	  "initial trits of Q: random (trunk density) or zero (the component "
+	  "adds nothing until votes flip Q's trits)" },
+	{ "max_scan", ARB_CONF_INT, "0", 0, 1000000000, NULL,
+	  "candidate lookup: rows scored per probed bucket at most, in bucket "
+	  "order (0 = all); bounds the time of skewed buckets" },
 	{ "z_rms", ARB_CONF_FLOAT, "1.0", 0, 1000, NULL,
 	  "rms of the normalized query zn = z_rms * (z - mu) / rms(z - mu) that "
 	  "the lookup sees (0 = raw z, no normalization)" },
@@ -89,6 +95,7 @@ typedef struct vq {
 	int exact;               /* size <= exact_max */
 	int tables, bits, probes;
 	double beta, code_weight, out_scale;
+	int64_t max_scan;        /* rows scored per probed bucket (0 = all) */
 	double z_rms;            /* 0: lookup on raw z */
 	int center;              /* EMA shift of mu (0: mu = 0) */
 	int64_t dead_after;
@@ -372,8 +379,10 @@ static int32_t cpu_candidate_one(vq *q, const float *z)
 			for (int i = 0; i < L; i++)
 				if (p >> i & 1) mask |= 1u << low[i];
 			int64_t b = ((int64_t)t << q->bits) | (key ^ mask);
-			for (int32_t r = q->head[b]; r >= 0;
-			     r = q->next[(int64_t)t * q->size + r]) {
+			int64_t walked = 0;
+			for (int32_t r = q->head[b];
+			     r >= 0 && (!q->max_scan || walked < q->max_scan);
+			     r = q->next[(int64_t)t * q->size + r], walked++) {
 				vq_row(C, r, q->trits, q->scales);
 				float s = vq_score(z, q->trits, q->scales, q->dim,
 						   C->group_size);
@@ -754,6 +763,7 @@ static arb_status vq_create(const arb_host *host, const arb_conf *conf,
 	q->beta = host->conf_float(conf, "beta");
 	q->code_weight = host->conf_float(conf, "code_weight");
 	q->out_scale = host->conf_float(conf, "out_scale");
+	q->max_scan = host->conf_int(conf, "max_scan");
 	q->dead_after = host->conf_int(conf, "dead_after");
 	q->z_rms = host->conf_float(conf, "z_rms");
 	q->center = (int)host->conf_int(conf, "center");
@@ -783,7 +793,9 @@ static arb_status vq_create(const arb_host *host, const arb_conf *conf,
 	if ((st = host->tern_create(host, q->inst, "P", q->dim, q->D, &pp, &q->P,
 				    err)))
 		goto fail;
-	if ((st = host->tern_create(host, q->inst, "Q", q->D, q->dim, &pp, &q->Q,
+	arb_tern_param pq = pp;
+	if (strcmp(host->conf_str(conf, "out_init"), "zero") == 0) pq.zero_frac = 1.0;
+	if ((st = host->tern_create(host, q->inst, "Q", q->D, q->dim, &pq, &q->Q,
 				    err)))
 		goto fail;
 	/* codebook: sparse table; fan_in 1 puts E0 at 0 (unit trits), the
@@ -908,8 +920,8 @@ static arb_status lookup(vq *q, int64_t M, arb_error *err)
 		be->zero(be, q->scan_dev, sizeof *q->scan_dev);
 		rc = vq_cuda_candidates(&tv, q->zq, M, q->tau_dev, q->coord_dev,
 					q->head_dev, q->next_dev, q->tables, q->bits,
-					q->probes, q->codes, q->miss, q->miss_n,
-					q->scan_dev);
+					q->probes, q->max_scan, q->codes, q->miss,
+					q->miss_n, q->scan_dev);
 		int32_t nmiss = 0;
 		unsigned long long ns = 0;
 		if (!rc) be->download(be, &nmiss, q->miss_n, sizeof nmiss);

@@ -214,7 +214,8 @@ extern "C" int vq_cuda_exact(const vq_tab_view *tv, const float *z, int64_t n,
 __global__ void k_cand(vq_tab_view tv, const float *__restrict__ z, int64_t n,
 		       const float *__restrict__ tau, const int32_t *__restrict__ coord,
 		       const int32_t *__restrict__ head, const int32_t *__restrict__ next,
-		       int tables, int bits, int probes, int L, int32_t *codes,
+		       int tables, int bits, int probes, int L, int64_t max_scan,
+		       int32_t *codes,
 		       int32_t *miss, int32_t *miss_n, unsigned long long *scanned)
 {
 	extern __shared__ float zsh[];
@@ -250,7 +251,9 @@ __global__ void k_cand(vq_tab_view tv, const float *__restrict__ z, int64_t n,
 		}
 		const int64_t hb = ((int64_t)t << bits) | (key ^ mask);
 		const int64_t base = (int64_t)t * tv.rows;
-		for (int32_t r = head[hb]; r >= 0; r = next[base + r]) {
+		int64_t walked = 0;
+		for (int32_t r = head[hb]; r >= 0 && (!max_scan || walked < max_scan);
+		     r = next[base + r], walked++) {
 			float sc = vq_dscore(tv, r, zs);
 			found = 1;
 			nscan++;
@@ -280,8 +283,8 @@ __global__ void k_cand(vq_tab_view tv, const float *__restrict__ z, int64_t n,
 extern "C" int vq_cuda_candidates(const vq_tab_view *tv, const float *z,
 				  int64_t n, const float *tau, const int32_t *coord,
 				  const int32_t *head, const int32_t *next,
-				  int tables, int bits, int probes, int32_t *codes,
-				  int32_t *miss, int32_t *miss_n,
+				  int tables, int bits, int probes, int64_t max_scan,
+				  int32_t *codes, int32_t *miss, int32_t *miss_n,
 				  unsigned long long *scanned)
 {
 	cudaMemsetAsync(miss_n, 0, sizeof *miss_n, 0);
@@ -293,7 +296,8 @@ extern "C" int vq_cuda_candidates(const vq_tab_view *tv, const float *z,
 		cudaFuncSetAttribute(k_cand, cudaFuncAttributeMaxDynamicSharedMemorySize,
 				     (int)shm);
 	k_cand<<<cdivu(n, VQ_WARPS), VQ_WARPS * 32, shm>>>(
-		*tv, z, n, tau, coord, head, next, tables, bits, probes, L, codes,
+		*tv, z, n, tau, coord, head, next, tables, bits, probes, L, max_scan,
+		codes,
 		miss, miss_n, scanned);
 	return (int)cudaGetLastError();
 }

@@ -33,15 +33,17 @@ typedef struct vq_tab_view {
 int vq_cuda_exact(const vq_tab_view *tv, const float *z, int64_t n,
 		  const int32_t *qlist, int32_t *codes, unsigned long long *ws);
 
-/* candidate lookup (README "candidate lookup"): codes[q] = best candidate,
+/* candidate lookup (README "candidate lookup"): codes[q] = best candidate
+ * among the first max_scan rows (0 = all) of each probed bucket,
  * or -1 when no bucket probed held a row; queries with -1 are appended to
  * miss (miss_n: one int32 counter, zeroed by the launcher). scanned (NULL =
  * not counted): one u64 to which the kernel adds the rows it scored. */
 int vq_cuda_candidates(const vq_tab_view *tv, const float *z, int64_t n,
 		       const float *tau, const int32_t *coord,
 		       const int32_t *head, const int32_t *next, int tables,
-		       int bits, int probes, int32_t *codes, int32_t *miss,
-		       int32_t *miss_n, unsigned long long *scanned);
+		       int bits, int probes, int64_t max_scan, int32_t *codes,
+		       int32_t *miss, int32_t *miss_n,
+		       unsigned long long *scanned);
 
 /* query normalization (vq.c vq_norm_rows, bit-identical): per row m of z
  * (M x dim), u = z - mu, rstd[m] = (float)(1 / sqrt(sum u^2 / dim + 1e-5)),

@@ -271,7 +271,9 @@ static inline arb_status arb_h__tern_create(const arb_host *h,
 	ini.seed = H->info.seed;
 	ini.zero_frac = zf;
 	ini.const_trit = p->const_trit;
-	ini.e_init = arb_h__e_init(p->fan_in ? p->fan_in : cols, zf);
+	/* zero_frac = 1: all trits 0, E0 of the default density (as the core) */
+	ini.e_init = arb_h__e_init(p->fan_in ? p->fan_in : cols,
+				   zf >= 1.0 ? H->zero_frac : zf);
 	ini.accum_init = p->frozen ? 0 : H->accum_init;
 	H->be->tern_init(H->be, t, &ini);
 	H->tern[H->n_tern++] = t;

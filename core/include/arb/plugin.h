@@ -147,7 +147,10 @@ typedef struct arb_tern_param {
 	int32_t group_size;       /* 0 = trunk default */
 	int frozen;               /* 1 = never updated */
 	int sparse;               /* 1 = table updated at touched rows only */
-	double zero_frac;         /* < 0 = trunk default */
+	double zero_frac;         /* < 0 = trunk default; 1 = every trit 0 at
+				     init (E0 as for the trunk's default
+				     density): a branch whose output starts
+				     at zero */
 	int const_trit;           /* 0 random, +-1 constant */
 	int64_t fan_in;           /* for E0; 0 = cols */
 } arb_tern_param;
