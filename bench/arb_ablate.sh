@@ -9,6 +9,12 @@
 #   moe          trunk + [moe]
 #   arb-zero     conf/arb.ini, out_init = zero for both vq and the graph,
 #                max_scan = MAX_SCAN (default 1024) for both vq
+#   graph        trunk + [vq:shared] + [graph] + [moe:graph_experts] (zero
+#                out_init, max_scan as arb-zero)
+#   graph-noexp  the same without the experts (graph.experts empty)
+#   graph-p0     graph with ponder = 0
+#   kg           trunk + [vq:shared] + [vq:kg] (zero out_init)
+#   no-graph     arb-zero without [graph] and [moe:graph_experts]
 # env: B (build-gpu), DATA (.data/tinyshakespeare.txt), OUT (runs/ablate),
 #      ONLY (names), EXTRA (more --set for every run)
 set -u
@@ -21,6 +27,12 @@ keep() { awk -v re="^\\\\[(run|data|model|train|schedule$1)\\\\]" \
 keep "" > runs/ab-trunk.ini
 keep "|vq:shared" > runs/ab-vq.ini
 keep "|moe" > runs/ab-moe.ini
+keep "|vq:shared|graph|moe:graph_experts" > runs/ab-graph.ini
+keep "|vq:shared|vq:kg" > runs/ab-kg.ini
+keep "|moe|vq:shared|vq:kg" > runs/ab-nograph.ini
+Z="--set vq:shared.out_init=zero --set vq:shared.max_scan=$MS"
+ZK="--set vq:kg.out_init=zero --set vq:kg.max_scan=$MS"
+ZG="--set graph.out_init=zero"
 common="--set data.path=$DATA --set run.resume=false --set train.ckpt_interval=0 \
 --set train.steps=$STEPS --set train.eval_interval=$EVAL --set train.log_interval=50 ${EXTRA:-}"
 for r in ${ONLY:-arb-zero vq vq-zero moe trunk}; do
@@ -29,9 +41,12 @@ for r in ${ONLY:-arb-zero vq vq-zero moe trunk}; do
 	vq) a="-c runs/ab-vq.ini" ;;
 	vq-zero) a="-c runs/ab-vq.ini --set vq:shared.out_init=zero" ;;
 	moe) a="-c runs/ab-moe.ini" ;;
-	arb-zero) a="-c conf/arb.ini --set vq:shared.out_init=zero \
---set vq:kg.out_init=zero --set graph.out_init=zero \
---set vq:shared.max_scan=$MS --set vq:kg.max_scan=$MS" ;;
+	arb-zero) a="-c conf/arb.ini $Z $ZK $ZG" ;;
+	graph) a="-c runs/ab-graph.ini $Z $ZG" ;;
+	graph-noexp) a="-c runs/ab-graph.ini $Z $ZG --set graph.experts=" ;;
+	graph-p0) a="-c runs/ab-graph.ini $Z $ZG --set graph.ponder=0" ;;
+	kg) a="-c runs/ab-kg.ini $Z $ZK" ;;
+	no-graph) a="-c runs/ab-nograph.ini $Z $ZK" ;;
 	esac
 	rm -rf runs/ab-$r
 	$B/arbcore $a $common --set run.dir=runs/ab-$r > "$OUT/$r.log" 2>&1 &
