@@ -209,3 +209,12 @@ void arb_test_io(arb_io *io, arb_backend *be, int B, int T, int D)
 	io->T = T;
 	io->D = D;
 }
+
+int64_t arb_test_nonzero_trits(const arb_tern *t)
+{
+	int64_t n = 0;
+	for (int64_t r = 0; r < t->rows; r++)
+		for (int64_t c = 0; c < t->cols; c++)
+			n += arb_tern_get(t->packed, t->row_bytes, r, c) != 0;
+	return n;
+}

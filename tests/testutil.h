@@ -58,4 +58,8 @@ struct arb_harness *arb_test_harness(arb_backend *be, const struct arb_plugin *p
 void arb_test_harness_set(struct arb_harness *H, const char *key, const char *val);
 void *arb_test_harness_create(struct arb_harness *H, const char *instance);
 void arb_test_harness_free(struct arb_harness *H);
+
+/* weights of a host-memory ternary tensor whose trit is not 0 */
+struct arb_tern;
+int64_t arb_test_nonzero_trits(const struct arb_tern *t);
 #endif
