@@ -1202,8 +1202,6 @@ arb_status arb_model_load_extra(arb_model *m, const arb_state_io *io,
 	return extra_io(m, io, 1, err);
 }
 
-/* "k=v k=v": each component's own metrics, then "<instance>.aux_loss=v"
- * for components that reported an auxiliary loss in their last forward */
 int arb_model_profile(arb_model *m, char *buf, size_t cap)
 {
 	if (!buf || cap == 0) return 0;
@@ -1238,6 +1236,8 @@ int arb_model_profile(arb_model *m, char *buf, size_t cap)
 	return (int)used;
 }
 
+/* "k=v k=v": each component's own metrics, then "<instance>.aux_loss=v"
+ * for components that reported an auxiliary loss in their last forward */
 int arb_model_metrics(arb_model *m, char *buf, size_t cap)
 {
 	size_t used = 0;
