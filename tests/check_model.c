@@ -846,7 +846,8 @@ START_TEST(test_plugin_trunk_false)
 	const char *path = write_gx_ini(NULL, &line);
 	arb_cfg *cfg = NULL;
 	arb_error err = { 0 };
-	ck_assert_msg(arb_cfg_load(&cfg, path, NULL, &err) == ARB_OK, "%s", err.msg);
+	static const char *const prof_on[] = { "run.profile=true", NULL };
+	ck_assert_msg(arb_cfg_load(&cfg, path, prof_on, &err) == ARB_OK, "%s", err.msg);
 	arb_model *m = make_model(cfg, arb_backend_cpu(), 2);
 	arb_registry *r = arb_model_registry(m);
 	/* [moe] replaced block 1's SwiGLU; [moe:gx] replaced none (empty
@@ -876,6 +877,14 @@ START_TEST(test_plugin_trunk_false)
 	char met[2048];
 	ck_assert_int_gt(arb_model_metrics(m, met, sizeof met), 0);
 	ck_assert_msg(strstr(met, "gx_aux=") && strstr(met, "graph_iters="), "%s", met);
+	/* run.profile: the split of the two steps, then reset */
+	char prof[1024];
+	ck_assert_int_gt(arb_model_profile(m, prof, sizeof prof), 0);
+	ck_assert_msg(strstr(prof, "forward ") && strstr(prof, "(trunk ") &&
+		      strstr(prof, ", moe ") && strstr(prof, ", graph ") &&
+		      strstr(prof, " | backward ") && strstr(prof, " | step ") &&
+		      strstr(prof, "(update "), "%s", prof);
+	ck_assert_int_eq(arb_model_profile(m, prof, sizeof prof), 0);
 	arb_model_free(m);
 	arb_cfg_free(cfg);
 
