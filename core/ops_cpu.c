@@ -482,6 +482,14 @@ static void cpu_embed_vote(arb_backend *be, arb_tern *w, const int32_t *idx,
 /* ------------------------------------------------------------------------- *
  * scheduler step (tensor.h STEP) */
 static void cpu_tern_step(arb_backend *be, arb_tern *w, const arb_step *p,
+			  arb_step_stats *st);
+static void cpu_tern_step_many(arb_backend *be, arb_tern *const *w, const arb_step *p,
+			       int n, arb_step_stats *st)
+{
+	for (int i = 0; i < n; i++) cpu_tern_step(be, w[i], &p[i], st ? &st[i] : NULL);
+}
+
+static void cpu_tern_step(arb_backend *be, arb_tern *w, const arb_step *p,
 			  arb_step_stats *st)
 {
 	arb_step_stats s = { 0 };
@@ -892,6 +900,7 @@ static arb_backend cpu_backend = {
 	.embed_forward = cpu_embed_forward,
 	.embed_vote = cpu_embed_vote,
 	.tern_step = cpu_tern_step,
+	.tern_step_many = cpu_tern_step_many,
 	.rmsnorm_forward = cpu_rmsnorm_forward,
 	.rmsnorm_backward = cpu_rmsnorm_backward,
 	.attention_forward = cpu_attention_forward,

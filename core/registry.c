@@ -118,24 +118,45 @@ arb_status arb_registry_create(arb_registry *r, const char *name,
 	return ARB_OK;
 }
 
+static void stats_add(arb_step_stats *sum, const arb_step_stats *st)
+{
+	sum->flips += st->flips;
+	sum->candidates += st->candidates;
+	sum->saturated += st->saturated;
+	sum->capped += st->capped;
+	sum->e_changes += st->e_changes;
+	sum->zeros += st->zeros;
+}
+
 void arb_registry_step(arb_registry *r, uint64_t t, arb_step_stats *total)
 {
 	arb_step_stats sum;
 	memset(&sum, 0, sizeof sum);
+	/* one batch (one device wait on CUDA); tensor by tensor if the
+	 * arrays cannot be had */
+	arb_tern **w = malloc((size_t)(r->n ? r->n : 1) * sizeof *w);
+	arb_step *p = malloc((size_t)(r->n ? r->n : 1) * sizeof *p);
+	arb_step_stats *st = calloc((size_t)(r->n ? r->n : 1), sizeof *st);
+	int n = 0;
 	for (int i = 0; i < r->n; i++) {
-		arb_tern *w = r->items[i];
-		if (w->flags & ARB_TERN_FROZEN) continue;
-		arb_step p;
-		arb_step_stats st;
-		memset(&st, 0, sizeof st);
-		arb_sched_step_params(r->sched, t, w->rows * w->cols, &p);
-		r->be->tern_step(r->be, w, &p, &st);
-		sum.flips += st.flips;
-		sum.candidates += st.candidates;
-		sum.saturated += st.saturated;
-		sum.capped += st.capped;
-		sum.e_changes += st.e_changes;
-		sum.zeros += st.zeros;
+		arb_tern *x = r->items[i];
+		if (x->flags & ARB_TERN_FROZEN) continue;
+		arb_step one;
+		arb_sched_step_params(r->sched, t, x->rows * x->cols, &one);
+		if (w && p && st && r->be->tern_step_many) {
+			w[n] = x;
+			p[n++] = one;
+			continue;
+		}
+		arb_step_stats s1;
+		memset(&s1, 0, sizeof s1);
+		r->be->tern_step(r->be, x, &one, &s1);
+		stats_add(&sum, &s1);
 	}
+	if (n) r->be->tern_step_many(r->be, w, p, n, st);
+	for (int i = 0; i < n; i++) stats_add(&sum, &st[i]);
+	free(w);
+	free(p);
+	free(st);
 	if (total) *total = sum;
 }

@@ -444,6 +444,55 @@ START_TEST(threads_bit_identical)
 }
 END_TEST
 
+/* tern_step_many = tern_step tensor by tensor, in state and stats (the
+ * trainer and the harness step through it) */
+START_TEST(step_many_equals_steps)
+{
+	enum { NT = 3 };
+	arb_tern a[NT], b[NT];
+	arb_tern *pb[NT];
+	arb_step p[NT];
+	const int64_t M = 16;
+	static const int64_t rows[NT] = { 40, 17, 64 }, cols[NT] = { 100, 33, 65 };
+	static const int gss[NT] = { 32, 4, 12 };
+	for (int i = 0; i < NT; i++) {
+		arb_tern *ts[2] = { &a[i], &b[i] };
+		for (int j = 0; j < 2; j++) {
+			ck_assert_int_eq(arb_tern_alloc(ts[j], "s", rows[i], cols[i], gss[i], 0,
+					 i == 2 ? ARB_ERULE_BIGINT : ARB_ERULE_RESIDUAL, NULL),
+					 ARB_OK);
+			ts[j]->id = 10 + i;
+			arb_tern_init ini = { 50 + i, 1.0 / 3, 0, -4, 3 };
+			be->tern_init(be, ts[j], &ini);
+		}
+		float *x = fvec((size_t)(M * cols[i]), 60 + i), *dy = fvec((size_t)(M * rows[i]), 70 + i);
+		arb_vote v = { ARB_VOTE_SIGN, 1, 1, 5, 0 };
+		be->linear_vote(be, &a[i], x, dy, M, &v);
+		be->linear_vote(be, &b[i], x, dy, M, &v);
+		free(x);
+		free(dy);
+		p[i] = (arb_step){ 2, i % 2, (i / 2) % 2, 2, -8, 2, i == 1 ? 50000 : 0, 5, 1 };
+		pb[i] = &b[i];
+	}
+	arb_step_stats sa[NT], sb[NT];
+	for (int i = 0; i < NT; i++) be->tern_step(be, &a[i], &p[i], &sa[i]);
+	be->tern_step_many(be, pb, p, NT, sb);
+	int64_t flips = 0;
+	for (int i = 0; i < NT; i++) {
+		ck_assert_mem_eq(&sa[i], &sb[i], sizeof sa[i]);
+		ck_assert_mem_eq(a[i].packed, b[i].packed, (size_t)(rows[i] * a[i].row_bytes));
+		ck_assert_mem_eq(a[i].T_accum, b[i].T_accum, (size_t)(rows[i] * cols[i]));
+		ck_assert_mem_eq(a[i].E, b[i].E, (size_t)(rows[i] * a[i].groups));
+		ck_assert_int_eq(a[i].steps, b[i].steps);
+		flips += sa[i].flips;
+		arb_tern_free(&a[i]);
+		arb_tern_free(&b[i]);
+	}
+	ck_assert_int_gt(flips, 0);
+	be->tern_step_many(be, pb, p, 0, NULL); /* nothing to do */
+}
+END_TEST
+
 Suite *suite_ops(void)
 {
 	Suite *s = suite_create("ops");
@@ -459,6 +508,7 @@ Suite *suite_ops(void)
 	tcase_add_test(tc, embed_forward_dups);
 	tcase_add_test(tc, small_ops);
 	tcase_add_test(tc, threads_bit_identical);
+	tcase_add_test(tc, step_many_equals_steps);
 	suite_add_tcase(s, tc);
 	return s;
 }

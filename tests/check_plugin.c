@@ -86,13 +86,16 @@ END_TEST
 /* -------------------------------------------------------------- refusals */
 START_TEST(test_refuse_abi)
 {
-	expect_refusal("bad_major", "bad_major",
-		       "refusing plugin %s: built for ABI 2.0, arbcore provides "
-		       "1.0: rebuild the plugin against this arbcore's headers");
-	expect_refusal("newer_minor", "newer_minor",
-		       "refusing plugin %s: built for ABI 1.1, newer than the ABI "
-		       "1.0 this arbcore provides: update arbcore, or rebuild the "
-		       "plugin against this arbcore's headers");
+	char fmt[512];
+	snprintf(fmt, sizeof fmt, "refusing plugin %%s: built for ABI 2.0, arbcore "
+		 "provides 1.%d: rebuild the plugin against this arbcore's headers",
+		 ARB_ABI_MINOR);
+	expect_refusal("bad_major", "bad_major", fmt);
+	snprintf(fmt, sizeof fmt, "refusing plugin %%s: built for ABI 1.%d, newer "
+		 "than the ABI 1.%d this arbcore provides: update arbcore, or "
+		 "rebuild the plugin against this arbcore's headers",
+		 ARB_ABI_MINOR + 1, ARB_ABI_MINOR);
+	expect_refusal("newer_minor", "newer_minor", fmt);
 }
 END_TEST
 
@@ -100,9 +103,9 @@ START_TEST(test_refuse_struct_size)
 {
 	char fmt[512];
 	snprintf(fmt, sizeof fmt, "refusing plugin %%s: its descriptor is %zu "
-		 "bytes, larger than the %zu bytes this arbcore knows (ABI 1.0): "
+		 "bytes, larger than the %zu bytes this arbcore knows (ABI 1.%d): "
 		 "rebuild the plugin against this arbcore's headers",
-		 sizeof(arb_plugin) + 64, sizeof(arb_plugin));
+		 sizeof(arb_plugin) + 64, sizeof(arb_plugin), ARB_ABI_MINOR);
 	expect_refusal("big_struct", "big_struct", fmt);
 	snprintf(fmt, sizeof fmt, "refusing plugin %%s: its descriptor is %zu "
 		 "bytes, smaller than the ABI 1.0 descriptor (%zu bytes): "
@@ -343,11 +346,11 @@ START_TEST(test_list_and_help)
 	/* good.so here, plus the built-in directory's plugins (the test
 	 * plugins: good there is shadowed by ours) */
 	ck_assert_int_ge(found, 1);
-	snprintf(line, sizeof line, "good         0.1.0     ABI 1.0  slot ffn      %s\n"
-		 "             test plugin: good\n", f1);
+	snprintf(line, sizeof line, "good         0.1.0     ABI 1.%d  slot ffn      %s\n"
+		 "             test plugin: good\n", ARB_ABI_MINOR, f1);
 	ck_assert_msg(strstr(out, line), "%s", out);
 	snprintf(line, sizeof line, "refused   %s\n          refusing plugin %s: "
-		 "built for ABI 2.0, arbcore provides 1.0", f2, f2);
+		 "built for ABI 2.0, arbcore provides 1.%d", f2, f2, ARB_ABI_MINOR);
 	ck_assert_msg(strstr(out, line), "%s", out);
 	snprintf(line, sizeof line, "shadowed  %s/good.so (an earlier directory "
 		 "provides 'good')", arb_plugin_builtin_dir());
@@ -361,7 +364,9 @@ START_TEST(test_list_and_help)
 	ck_assert_int_eq(arb_plugin_help("good", a, f, &err), ARB_OK);
 	fclose(f);
 	ck_assert_msg(strstr(buf, "good 0.1.0 -- test plugin: good\n"), "%s", buf);
-	ck_assert_msg(strstr(buf, "license MIT, slot ffn, ABI 1.0"), "%s", buf);
+	char abi[64];
+	snprintf(abi, sizeof abi, "license MIT, slot ffn, ABI 1.%d", ARB_ABI_MINOR);
+	ck_assert_msg(strstr(buf, abi), "%s", buf);
 	ck_assert_msg(strstr(buf, "  level            int      default \"10\"  range [1, 100]\n"
 				  "      how much (test key with a range)\n"), "%s", buf);
 	ck_assert_msg(strstr(buf, "  mode             enum     default \"fast\"  one of fast|exact\n"),

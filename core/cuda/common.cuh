@@ -48,6 +48,8 @@ typedef struct cuda_priv {
 	int *flag;            /* all_finite */
 	void *scratch;        /* embed vote sort buffers */
 	size_t scratch_n;
+	tern_ws *hws;         /* pinned host copies of workspaces (tern_step_many) */
+	int hws_n;
 } cuda_priv;
 
 cuda_priv *cuda_get_priv(arb_backend *be);

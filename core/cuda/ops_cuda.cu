@@ -821,10 +821,10 @@ __global__ void __launch_bounds__(256) step_count_fast_kernel4(step_args a)
 	block_add_u64(cand, &a.ws->cand);
 }
 
-static void c_tern_step(arb_backend *be, arb_tern *w, const arb_step *p,
-			arb_step_stats *st)
+/* the kernels of one tensor's step; the statistics stay in its ws_dev until
+ * step_finish reads a host copy of it */
+static void step_launch(arb_tern *w, const arb_step *p)
 {
-	if (st) memset(st, 0, sizeof *st);
 	tern_ws *ws = (tern_ws *)w->ws_dev;
 	/* ws->stats, sumsq, measured and cand are zero between steps: zeroed at
 	 * alloc/init and after every step (one memset instead of three) */
@@ -848,10 +848,6 @@ static void c_tern_step(arb_backend *be, arb_tern *w, const arb_step *p,
 		/* frozen: nothing moves; report its zeros */
 		step_zeros_kernel1<<<grid, 256>>>(a);
 		CK_LAUNCH(step_zeros);
-		unsigned long long z = 0;
-		CK(cudaMemcpy(&z, &ws->stats[5], sizeof z, cudaMemcpyDeviceToHost));
-		if (st) st->zeros = (int64_t)z;
-		CK(cudaMemsetAsync(ws->stats, 0, sizeof ws->stats, 0));
 		return;
 	}
 	int fast = !cuda_legacy("step") && w->cols % 5 == 0 && ((uintptr_t)w->packed & 15) == 0 &&
@@ -900,21 +896,73 @@ static void c_tern_step(arb_backend *be, arb_tern *w, const arb_step *p,
 			p->e_threshold, p->e_min, p->e_max, ws);
 		CK_LAUNCH(step_erule);
 	}
-	tern_ws h;
-	CK(cudaMemcpy(&h, ws, sizeof h, cudaMemcpyDeviceToHost));
+}
+
+/* host bookkeeping of one step from the copy h of the tensor's ws_dev, and
+ * the workspace zeroed for the next step (stream-ordered after the copy) */
+static void step_finish(arb_tern *w, const tern_ws *h, arb_step_stats *st)
+{
+	if (st) memset(st, 0, sizeof *st);
+	tern_ws *ws = (tern_ws *)w->ws_dev;
+	if (!w->T_accum) {
+		/* frozen: nothing moved; its zeros */
+		if (st) st->zeros = (int64_t)h->stats[5];
+		CK(cudaMemsetAsync(ws->stats, 0, sizeof ws->stats, 0));
+		return;
+	}
 	if (st) {
-		st->flips = (int64_t)h.stats[0];
-		st->candidates = (int64_t)h.stats[1];
-		st->saturated = (int64_t)h.stats[2];
-		st->capped = (int64_t)h.stats[3];
-		st->e_changes = (int64_t)h.stats[4];
-		st->zeros = (int64_t)h.stats[5];
+		st->flips = (int64_t)h->stats[0];
+		st->candidates = (int64_t)h->stats[1];
+		st->saturated = (int64_t)h->stats[2];
+		st->capped = (int64_t)h->stats[3];
+		st->e_changes = (int64_t)h->stats[4];
+		st->zeros = (int64_t)h->stats[5];
 	}
 	w->steps += 1;
-	double sumsq = h.sumsq + w->sumsq;
+	double sumsq = h->sumsq + w->sumsq;
 	if (sumsq > 0.0) w->rms_log2 = (int8_t)arb_rms_log2(sumsq, w->rows * w->cols);
 	w->sumsq = 0.0;
 	CK(cudaMemsetAsync(ws, 0, offsetof(tern_ws, cand) + sizeof ws->cand, 0));
+}
+
+static void c_tern_step(arb_backend *be, arb_tern *w, const arb_step *p,
+			arb_step_stats *st)
+{
+	(void)be;
+	step_launch(w, p);
+	tern_ws h;
+	CK(cudaMemcpy(&h, w->ws_dev, sizeof h, cudaMemcpyDeviceToHost));
+	step_finish(w, &h, st);
+}
+
+/* n steps, one wait: every tensor's kernels, then one asynchronous copy of
+ * each workspace into pinned host memory, one stream synchronisation and the
+ * host bookkeeping in order (the same results as n c_tern_step calls) */
+static void c_tern_step_many(arb_backend *be, arb_tern *const *w, const arb_step *p, int n,
+			     arb_step_stats *st)
+{
+	if (n <= 0) return;
+	cuda_priv *pv = cuda_get_priv(be);
+	if (n > pv->hws_n) {
+		if (pv->hws) { CK(cudaDeviceSynchronize()); CK(cudaFreeHost(pv->hws)); }
+		pv->hws = NULL;
+		pv->hws_n = 0;
+		int m = n < 64 ? 64 : n;
+		if (cudaMallocHost((void **)&pv->hws, (size_t)m * sizeof(tern_ws)) != cudaSuccess) {
+			cudaGetLastError();
+			pv->hws = NULL;
+			for (int i = 0; i < n; i++) c_tern_step(be, w[i], &p[i], st ? &st[i] : NULL);
+			return;
+		}
+		pv->hws_n = m;
+	}
+	for (int i = 0; i < n; i++) {
+		step_launch(w[i], &p[i]);
+		CK(cudaMemcpyAsync(&pv->hws[i], w[i]->ws_dev, sizeof(tern_ws),
+				   cudaMemcpyDeviceToHost, 0));
+	}
+	CK(cudaStreamSynchronize(0));
+	for (int i = 0; i < n; i++) step_finish(w[i], &pv->hws[i], st ? &st[i] : NULL);
 }
 
 /* ---------------------------------------------------------------------------
@@ -1366,6 +1414,7 @@ extern "C" arb_backend *arb_backend_cuda(arb_error *err)
 	b->embed_forward = c_embed_forward;
 	b->embed_vote = c_embed_vote;
 	b->tern_step = c_tern_step;
+	b->tern_step_many = c_tern_step_many;
 	b->rmsnorm_forward = c_rmsnorm_forward;
 	b->rmsnorm_backward = c_rmsnorm_backward;
 	b->attention_forward = cuda_attention_forward;

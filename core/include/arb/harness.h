@@ -13,7 +13,7 @@
  *     (dW, recorded from linear_vote / embed_vote);
  *   arb_harness_compare: one component on two backends (CPU vs CUDA), same
  *     inputs, outputs and input gradients within a tolerance;
- *   arb_harness_step: the ternary step (be->tern_step) of every tensor the
+ *   arb_harness_step: the ternary step (be->tern_step_many) of every tensor the
  *     component created, as the core's scheduler would apply it.
  *
  * The backends themselves come from libarbcore (arb_backend_cpu(),
@@ -589,20 +589,44 @@ static inline arb_tern *arb_harness_tern(arb_harness *H, const char *name)
 static inline void arb_harness_step(arb_harness *H, const arb_step *p,
 				    arb_step_stats *total)
 {
-	arb_step_stats sum, st;
+	arb_step_stats sum;
 	memset(&sum, 0, sizeof sum);
+	int n = H->n_tern > 0 ? H->n_tern : 1;
+	arb_tern **w = (arb_tern **)malloc((size_t)n * sizeof *w);
+	arb_step *ps = (arb_step *)malloc((size_t)n * sizeof *ps);
+	arb_step_stats *st = (arb_step_stats *)calloc((size_t)n, sizeof *st);
+	int k = 0;
 	for (int i = 0; i < H->n_tern; i++) {
-		arb_tern *w = H->tern[i];
-		if (w->flags & ARB_TERN_FROZEN) continue;
-		memset(&st, 0, sizeof st);
-		H->be->tern_step(H->be, w, p, &st);
-		sum.flips += st.flips;
-		sum.candidates += st.candidates;
-		sum.saturated += st.saturated;
-		sum.capped += st.capped;
-		sum.e_changes += st.e_changes;
-		sum.zeros += st.zeros;
+		arb_tern *x = H->tern[i];
+		if (x->flags & ARB_TERN_FROZEN) continue;
+		if (w && ps && st && H->be->tern_step_many) {
+			/* one batch: one device wait on CUDA */
+			w[k] = x;
+			ps[k++] = *p;
+			continue;
+		}
+		arb_step_stats s1;
+		memset(&s1, 0, sizeof s1);
+		H->be->tern_step(H->be, x, p, &s1);
+		sum.flips += s1.flips;
+		sum.candidates += s1.candidates;
+		sum.saturated += s1.saturated;
+		sum.capped += s1.capped;
+		sum.e_changes += s1.e_changes;
+		sum.zeros += s1.zeros;
 	}
+	if (k) H->be->tern_step_many(H->be, w, ps, k, st);
+	for (int i = 0; i < k; i++) {
+		sum.flips += st[i].flips;
+		sum.candidates += st[i].candidates;
+		sum.saturated += st[i].saturated;
+		sum.capped += st[i].capped;
+		sum.e_changes += st[i].e_changes;
+		sum.zeros += st[i].zeros;
+	}
+	free(w);
+	free(ps);
+	free(st);
 	if (total) *total = sum;
 }
 

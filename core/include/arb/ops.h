@@ -119,6 +119,13 @@ struct arb_backend {
 	double (*sum)(arb_backend *be, const float *x, int64_t n);
 	/* 1 if all n floats are finite */
 	int (*all_finite)(arb_backend *be, const float *x, int64_t n);
+
+	/* ---- appended in ABI 1.1 ----------------------------------------- */
+	/* the step of n tensors: w[i] with p[i]; st[i] filled when st != NULL.
+	 * Same results as n tern_step calls in order; the CUDA backend waits
+	 * for the device once instead of once per tensor. */
+	void (*tern_step_many)(arb_backend *be, arb_tern *const *w,
+			       const arb_step *p, int n, arb_step_stats *st);
 };
 
 /* backends provided by the core */

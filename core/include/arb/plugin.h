@@ -29,7 +29,7 @@ extern "C" {
 #endif
 
 #define ARB_ABI_MAJOR 1
-#define ARB_ABI_MINOR 0
+#define ARB_ABI_MINOR 1
 #define ARB_ABI_VERSION ((uint32_t)((ARB_ABI_MAJOR << 16) | ARB_ABI_MINOR))
 #define ARB_ABI_MAJOR_OF(v) ((uint32_t)(v) >> 16)
 #define ARB_ABI_MINOR_OF(v) ((uint32_t)(v) & 0xffffu)
