@@ -209,6 +209,18 @@ START_TEST(test_linear_small)
 	}
 	run_linear(9, 130, 1000, 32, ARB_ERULE_BIGINT, 1);
 	run_linear(37, 45, 133, 12, ARB_ERULE_BIGINT, 0);
+	/* 16 < M < 64: the skinny kernels 16 rows at a time; backward_x split
+	 * over many row chunks (N = 3001: the last chunk partial) */
+	run_linear(17, 300, 1000, 32, ARB_ERULE_RESIDUAL, 1);
+	run_linear(40, 3001, 77, 12, ARB_ERULE_FROZEN, 1);
+	run_linear(63, 513, 260, 4, ARB_ERULE_BIGINT, 1);
+	run_linear(33, 1000, 700, 64, ARB_ERULE_RESIDUAL, 0);
+	run_linear(2, 5000, 641, 16, ARB_ERULE_RESIDUAL, 1);
+	/* 64 <= M <= 256 with a tile grid too small for the GPU: skinny in
+	 * chunks of 16 (forward where the group size allows, backward_x) */
+	run_linear(128, 2048, 128, 32, ARB_ERULE_RESIDUAL, 1);
+	run_linear(200, 130, 260, 12, ARB_ERULE_BIGINT, 0);
+	run_linear(77, 300, 1000, 64, ARB_ERULE_FROZEN, 0);
 }
 END_TEST
 
@@ -288,6 +300,10 @@ START_TEST(test_vote_small)
 			 g % 2, 0, 4);
 	}
 	run_vote(1, 45, 133, 12, ARB_ERULE_FROZEN, ARB_VOTE_SIGN, 0, 0, 0, 3);
+	/* sign votes over several 128 x 128 tiles, K not a multiple of 4 */
+	run_vote(16, 300, 517, 12, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 0, 1, 0, 3);
+	run_vote(100, 130, 1001, 4, ARB_ERULE_BIGINT, ARB_VOTE_SIGN, 1, 0, 0, 3);
+	run_vote(70, 257, 383, 64, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 1, 1, 30000, 3);
 	run_vote(37, 45, 133, 4, ARB_ERULE_BIGINT, ARB_VOTE_SR, 1, 1, 0, 3);
 	/* flip cap: 2% of the weights per step */
 	run_vote(37, 45, 133, 32, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 0, 1, 20000, 4);
@@ -295,10 +311,86 @@ START_TEST(test_vote_small)
 }
 END_TEST
 
+/* the legacy kernels (ARB_CUDA_LEGACY=gemm,skinny: the one-pass tile GEMM
+ * that loads and converts its operands itself) give the same state */
+START_TEST(test_vote_legacy)
+{
+	setenv("ARB_CUDA_LEGACY", "gemm,skinny", 1);
+	run_vote(100, 130, 1001, 4, ARB_ERULE_BIGINT, ARB_VOTE_SIGN, 1, 0, 0, 3);
+	run_vote(16, 300, 517, 32, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 0, 1, 0, 2);
+	run_vote(37, 45, 133, 12, ARB_ERULE_RESIDUAL, ARB_VOTE_SR, 0, 0, 0, 2);
+	run_linear(100, 130, 260, 32, ARB_ERULE_RESIDUAL, 1);
+	run_linear(16, 200, 333, 12, ARB_ERULE_FROZEN, 1);
+	unsetenv("ARB_CUDA_LEGACY");
+}
+END_TEST
+
 START_TEST(test_vote_large)
 {
 	run_vote(512, 256, 400, 32, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 1, 1, 0, 3);
 	run_vote(512, 256, 400, 12, ARB_ERULE_BIGINT, ARB_VOTE_SR, 0, 0, 5000, 3);
+}
+END_TEST
+
+/* tern_step_many: one batch on the GPU (one device wait) against the CPU
+ * reference stepping the same tensors one by one: every tensor's state and
+ * stats exactly equal, frozen and bigint included */
+START_TEST(test_step_many)
+{
+	enum { NT = 5 };
+	static const struct { int64_t r, c; int gs, erule; uint32_t fl; } cs[NT] = {
+		{ 45, 133, 4, ARB_ERULE_RESIDUAL, 0 },
+		{ 200, 320, 32, ARB_ERULE_RESIDUAL, 0 },
+		{ 20, 33, 4, ARB_ERULE_FROZEN, ARB_TERN_FROZEN },
+		{ 64, 100, 12, ARB_ERULE_BIGINT, 0 },
+		{ 7, 64, 64, ARB_ERULE_RESIDUAL, 0 },
+	};
+	pair ps[NT];
+	arb_tern *wd[NT];
+	arb_step sp[NT];
+	for (int i = 0; i < NT; i++) {
+		pair_make(&ps[i], cs[i].r, cs[i].c, cs[i].gs, cs[i].erule, cs[i].fl,
+			  40 + i, cs[i].fl ? 0 : 2, 0);
+		wd[i] = &ps[i].d;
+	}
+	const int64_t M = 19;
+	for (int r = 0; r < 3; r++) {
+		for (int i = 0; i < NT; i++) {
+			if (cs[i].fl) continue;
+			int64_t N = cs[i].r, K = cs[i].c;
+			float *x = malloc((size_t)(M * K) * 4), *dy = malloc((size_t)(M * N) * 4);
+			arb_test_fill_dyadic(x, (size_t)(M * K), 300 + r * 10 + i);
+			arb_test_fill_dyadic(dy, (size_t)(M * N), 400 + r * 10 + i);
+			float *dX = dup_to_gpu(x, (size_t)(M * K) * 4);
+			float *dDY = dup_to_gpu(dy, (size_t)(M * N) * 4);
+			arb_vote v = { .kind = i == 1 ? ARB_VOTE_SR : ARB_VOTE_SIGN, .step = 1,
+				       .sr_R = 2, .seed = 99, .t = (uint64_t)r };
+			cpu->linear_vote(cpu, &ps[i].h, x, dy, M, &v);
+			gpu->linear_vote(gpu, &ps[i].d, dX, dDY, M, &v);
+			gpu->free(gpu, dX);
+			gpu->free(gpu, dDY);
+			free(x);
+			free(dy);
+		}
+		for (int i = 0; i < NT; i++)
+			sp[i] = (arb_step){ .threshold = 2 + i % 2, .reset_mode = i % 2,
+					    .order = (i / 2) % 2, .e_threshold = 2, .e_min = -8,
+					    .e_max = 2, .cap_ppm = i == 4 ? 30000 : 0, .seed = 7,
+					    .t = (uint64_t)r };
+		arb_step_stats sa[NT], sb[NT];
+		for (int i = 0; i < NT; i++) cpu->tern_step(cpu, &ps[i].h, &sp[i], &sa[i]);
+		gpu->tern_step_many(gpu, wd, sp, NT, sb);
+		int64_t flips = 0;
+		for (int i = 0; i < NT; i++) {
+			char ctx[96];
+			snprintf(ctx, sizeof ctx, "step_many round %d tensor %d", r, i);
+			cmp_stats(ctx, &sa[i], &sb[i]);
+			pair_check(&ps[i], ctx);
+			flips += sa[i].flips;
+		}
+		ck_assert_msg(flips > 0, "round %d: test inputs produce no flips", r);
+	}
+	for (int i = 0; i < NT; i++) pair_free(&ps[i]);
 }
 END_TEST
 
@@ -538,7 +630,9 @@ Suite *suite_gpu(void)
 		{ "linear_large", test_linear_large },
 		{ "vote_small", test_vote_small },
 		{ "vote_large", test_vote_large },
+		{ "vote_legacy", test_vote_legacy },
 		{ "step_frozen", test_step_frozen },
+		{ "step_many", test_step_many },
 		{ "embed", test_embed },
 		{ "rmsnorm", test_rmsnorm },
 		{ "attention", test_attention },

@@ -137,6 +137,104 @@ struct EpArgs {
 
 #define SC_G 34 /* groups a 128-wide tile can touch (gs >= 4) */
 
+/* Sign-vote epilogue of a 128 x 128 tile (both tile GEMMs, kind SIGN): the
+ * signs go to shared memory first, then each warp walks 16 rows of the tile
+ * with lane l on the 4 consecutive weights 4l..4l+3 of a row, loading the
+ * T_accum bytes and packed trits of 8 rows before it writes any (the loads of
+ * a batch overlap instead of one global round trip per weight), and adds its
+ * score contributions per group (at most two groups per lane and row) into
+ * shared memory, flushed with one global atomic per (row, group).
+ * smem: [BM][BN + 4] int8 signs, then [BM][SC_G] int scores. */
+#define EPS_LD (BN + 4)
+__device__ __forceinline__ void vote_sign_epilogue(const float (&acc)[4][4][4],
+	unsigned char *smem, int64_t i0, int64_t j0, int64_t I, int64_t J, const EpArgs &ep)
+{
+	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+	const int wm = warp >> 2, wn = warp & 3, g = lane >> 2, q = lane & 3;
+	int8_t *sg = (int8_t *)smem;
+	int *sc = (int *)(smem + BM * EPS_LD);
+#pragma unroll
+	for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+		for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+			for (int c = 0; c < 4; c++) {
+				int il = wm * 64 + mi * 16 + g + (c >> 1) * 8;
+				int jl = wn * 32 + ni * 8 + 2 * q + (c & 1);
+				float d = acc[mi][ni][c];
+				sg[il * EPS_LD + jl] = (int8_t)((d > 0.0f) - (d < 0.0f));
+			}
+	if (ep.score)
+		for (int e = tid; e < BM * SC_G; e += 256) sc[e] = 0;
+	__syncthreads();
+	const int g0 = (int)(j0 / ep.gs);
+	const int64_t k0 = j0 + 4 * lane;
+	const int nk = k0 >= J ? 0 : (J - k0 < 4 ? (int)(J - k0) : 4);
+	const int64_t kb0 = k0 / 5;
+	const int d0 = (int)(k0 - 5 * kb0);                    /* digit of k0 in byte kb0 */
+	const int gl0 = (int)(k0 / ep.gs) - g0;
+	const int64_t kbound = (int64_t)(gl0 + g0 + 1) * ep.gs; /* first k of the next group */
+	for (int r0 = 0; r0 < 16; r0 += 8) {
+		int8_t tv[8][4];
+		uint32_t pk[8];
+#pragma unroll
+		for (int r = 0; r < 8; r++) {
+			const int il = warp * 16 + r0 + r;
+			const int64_t n = i0 + il;
+			pk[r] = 0;
+#pragma unroll
+			for (int b = 0; b < 4; b++) tv[r][b] = 0;
+			if (n >= I || !nk) continue;
+			const int64_t wi = n * J + k0;
+#pragma unroll
+			for (int b = 0; b < 4; b++)
+				if (b < nk) tv[r][b] = ep.T[wi + b];
+			if (ep.score) {
+				const uint8_t *pb = ep.packed + n * ep.rb + kb0;
+				uint32_t lo = pb[0];
+				uint32_t hi = (d0 + nk > 5) ? pb[1] : 121u;
+				pk[r] = lo | (hi << 8);
+			}
+		}
+#pragma unroll
+		for (int r = 0; r < 8; r++) {
+			const int il = warp * 16 + r0 + r;
+			const int64_t n = i0 + il;
+			if (n >= I || !nk) continue;
+			const int64_t wi = n * J + k0;
+			int s0 = 0, s1 = 0;
+#pragma unroll
+			for (int b = 0; b < 4; b++) {
+				if (b >= nk) continue;
+				int s = sg[il * EPS_LD + 4 * lane + b];
+				if (!s) continue;
+				tv[r][b] = accum_sub(tv[r][b], ep.step * s);
+				ep.T[wi + b] = tv[r][b];
+				if (ep.score) {
+					int dg = d0 + b;
+					uint32_t byte = dg < 5 ? (pk[r] & 0xffu) : (pk[r] >> 8);
+					int t = trit_digit(byte, dg < 5 ? dg : dg - 5);
+					if (k0 + b < kbound) s0 += s * t;
+					else s1 += s * t;
+				}
+			}
+			if (s0) atomicAdd(&sc[il * SC_G + gl0], s0);
+			if (s1) atomicAdd(&sc[il * SC_G + gl0 + 1], s1);
+		}
+	}
+	if (ep.score) {
+		__syncthreads();
+		const int ng = ep.groups;
+		for (int e = tid; e < BM * SC_G; e += 256) {
+			int v = sc[e];
+			if (!v) continue;
+			int64_t n = i0 + e / SC_G;
+			int gg = g0 + e % SC_G;
+			if (n < I && gg < ng) atomicAdd(&ep.score[n * ng + gg], v);
+		}
+	}
+}
+
 /* grid: (cdiv(J,BN), cdiv(I,BM)); block 256 */
 template <class LA, class LB, int MODE>
 __global__ void __launch_bounds__(256) tc_gemm_kernel1(LA la, LB lb, int64_t I,
@@ -217,6 +315,10 @@ __global__ void __launch_bounds__(256) tc_gemm_kernel1(LA la, LB lb, int64_t I,
 		return;
 	}
 	/* vote / measure: i = n (row of W), j = k (column of W) */
+	if (MODE == EP_VOTE && ep.kind == ARB_VOTE_SIGN && !ep.parts) {
+		vote_sign_epilogue(acc, smem, i0, j0, I, J, ep);
+		return;
+	}
 	int *sc = (int *)smem; /* [BM][SC_G] */
 	int g0 = (int)(j0 / ep.gs);
 	if (MODE == EP_VOTE && ep.score) {
@@ -449,6 +551,10 @@ __global__ void __launch_bounds__(256, 2) gemm_tn_kernel2(const __nv_bfloat16 *A
 		return;
 	}
 	/* vote / measure: i = n (row of W), j = k (column of W) */
+	if (MODE == EP_VOTE && ep.kind == ARB_VOTE_SIGN && !ep.parts) {
+		vote_sign_epilogue(acc, smem, i0, j0, I, J, ep);
+		return;
+	}
 	int *sc = (int *)smem; /* [BM][SC_G] */
 	int g0 = (int)(j0 / ep.gs);
 	if (MODE == EP_VOTE && ep.score) {
@@ -925,12 +1031,17 @@ static size_t s3_smem(int kpc, int gs)
 	return 256 * 8 + (size_t)kpc * 20 * 256 * 2 + (size_t)S3_ROWS * ngc * 4;
 }
 static int g_s3_ready = 0;
+static int skinny3_ok(const tern_view &v)
+{
+	int gs = v.gs;
+	return !cuda_legacy("skinny") && !v.corr && (gs & (gs - 1)) == 0 && gs >= 16 && gs <= 64;
+}
 static int skinny3_forward(arb_backend *be, const tern_view &v, const float *x, float *y,
 			   int64_t M, int accumulate)
 {
 	int gs = v.gs, lg = 0;
 	while ((1 << lg) < gs) lg++;
-	if (cuda_legacy("skinny") || v.corr || (1 << lg) != gs || gs < 16 || gs > 64 || M > 16) return 0;
+	if (!skinny3_ok(v) || M > 16) return 0;
 	if (!g_s3_ready) {
 		CK(cudaFuncSetAttribute(skinny_fwd_kernel3<1>,
 			cudaFuncAttributeMaxDynamicSharedMemorySize, (int)s3_smem(4, 16)));
@@ -962,6 +1073,184 @@ static int skinny3_forward(arb_backend *be, const tern_view &v, const float *x, 
 	return 1;
 }
 
+
+/* ---------------------------------------------------------------------------
+ * skinny backward_x, M <= 256: dx[m,k] = sum_n dy[m,n] W[n,k]. The reduction
+ * runs over the rows of W. A CTA owns 32 packed byte columns (160 k) and a
+ * chunk of at most 256 rows: it first stages the chunk's packed bytes and
+ * exponents in shared memory (coalesced loads, all in flight at once), then,
+ * for every 16 rows of dy (staged as [16][rows], read as a broadcast), lane l
+ * of warp w walks rows w, w + 8, ... of byte column l, decodes five trits
+ * and accumulates them times dy. Five consecutive k touch at most two groups
+ * (group_size >= 4). The 8 warps' sums are added in warp order; with several
+ * row chunks (grid.y) each writes its partial sums and a second kernel adds
+ * them in chunk order (deterministic). */
+#define XB_LANES 32   /* packed bytes per CTA: 160 k */
+#define XB_WARPS 8
+#define XB_MT 16      /* dy rows per pass */
+#define XB_RPC 256    /* rows per chunk at most */
+#define XB_NGT 42     /* groups 160 k can touch (group_size >= 4) */
+
+static size_t xb_smem(int64_t rpc, int ngt)
+{
+	size_t a = ((size_t)rpc * (XB_LANES + ngt) + 15) & ~(size_t)15;
+	return a + ((size_t)XB_MT * rpc + XB_LANES * (XB_MT * 5 + 1)) * 4;
+}
+
+__global__ void __launch_bounds__(256) skinny_bwdx_kernel(tern_view v, const float *dy,
+	float *dx, int M, int acc, int rpc, int ngt, float *part)
+{
+	extern __shared__ __align__(16) unsigned char xsm[];
+	uint8_t *pk = xsm;                                   /* [rpc][32] */
+	int8_t *ek = (int8_t *)(xsm + (size_t)rpc * XB_LANES); /* [rpc][ngt] */
+	float *ds = (float *)(xsm + (((size_t)rpc * (XB_LANES + ngt) + 15) & ~(size_t)15));
+	float *red = ds + XB_MT * rpc;                       /* [32][MT*5+1] */
+	const int64_t N = v.rows, K = v.cols, rb = v.row_bytes;
+	const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+	const int64_t tb0 = (int64_t)blockIdx.x * XB_LANES;
+	const int64_t b = tb0 + lane;
+	const int64_t n0 = (int64_t)blockIdx.y * rpc;
+	const int nr = (int)(N - n0 < rpc ? N - n0 : rpc);
+	const int gt0 = (int)(tb0 * 5 / v.gs);
+	for (int e = tid; e < nr * XB_LANES; e += 256) {
+		int r = e >> 5, l = e & 31;
+		pk[e] = tb0 + l < rb ? __ldg(v.packed + (n0 + r) * rb + tb0 + l) : (uint8_t)121;
+	}
+	for (int e = tid; e < nr * ngt; e += 256) {
+		int r = e / ngt, j = e - r * ngt;
+		ek[e] = gt0 + j < v.groups ? v.E[(n0 + r) * v.groups + gt0 + j] : (int8_t)0;
+	}
+	const int64_t k0 = b * 5;
+	const int glo = (int)(k0 / v.gs);
+	int ghi = (int)((k0 + 4) / v.gs);
+	if (ghi >= v.groups) ghi = v.groups - 1;
+	if (ghi - gt0 >= ngt) ghi = glo;                     /* lanes past the row */
+	const int64_t kb = (int64_t)(glo + 1) * v.gs;        /* first k of group ghi */
+	const int64_t kt0 = tb0 * 5;
+	const int nkt = XB_LANES * 5;
+	for (int mc = 0; mc < M; mc += XB_MT) {
+		const int mm = M - mc < XB_MT ? M - mc : XB_MT;
+		__syncthreads();
+		for (int e = tid; e < XB_MT * nr; e += 256) {
+			int m = e / nr, r = e - m * nr;
+			ds[m * rpc + r] = m < mm ? __ldg(dy + (int64_t)(mc + m) * N + n0 + r) : 0.0f;
+		}
+		__syncthreads();
+		float a[XB_MT][5];
+#pragma unroll
+		for (int m = 0; m < XB_MT; m++)
+#pragma unroll
+			for (int j = 0; j < 5; j++) a[m][j] = 0.0f;
+		if (b < rb) {
+			for (int r = warp; r < nr; r += XB_WARPS) {
+				unsigned int q = pk[r * XB_LANES + lane];
+				float slo, shi;
+				if (v.corr) {
+					slo = view_scale(v, n0 + r, glo);
+					shi = view_scale(v, n0 + r, ghi);
+				} else {
+					slo = arb_exp2i(ek[r * ngt + glo - gt0]);
+					shi = arb_exp2i(ek[r * ngt + ghi - gt0]);
+				}
+				float w[5];
+#pragma unroll
+				for (int j = 0; j < 5; j++) {
+					unsigned int q3 = (q * 43691u) >> 17;   /* q / 3 */
+					int t = (int)(q - 3u * q3) - 1;
+					q = q3;
+					float sc = k0 + j < kb ? slo : shi;
+					w[j] = t ? (t > 0 ? sc : -sc) : 0.0f;
+				}
+#pragma unroll
+				for (int m = 0; m < XB_MT; m++) {
+					float d = ds[m * rpc + r];
+#pragma unroll
+					for (int j = 0; j < 5; j++) a[m][j] = fmaf(d, w[j], a[m][j]);
+				}
+			}
+		}
+		/* warp 0 stores, warps 1..7 add in order */
+		for (int wv = 0; wv < XB_WARPS; wv++) {
+			if (warp == wv) {
+#pragma unroll
+				for (int m = 0; m < XB_MT; m++)
+#pragma unroll
+					for (int j = 0; j < 5; j++) {
+						float *o = red + lane * (XB_MT * 5 + 1) + m * 5 + j;
+						*o = wv ? *o + a[m][j] : a[m][j];
+					}
+			}
+			__syncthreads();
+		}
+		for (int e = tid; e < mm * nkt; e += 256) {
+			int m = e / nkt, kl = e - m * nkt;
+			int64_t k = kt0 + kl;
+			if (k >= K) continue;
+			float sv = red[(kl / 5) * (XB_MT * 5 + 1) + m * 5 + kl % 5];
+			if (part) {
+				part[((int64_t)blockIdx.y * M + mc + m) * K + k] = sv;
+			} else {
+				float *o = dx + (int64_t)(mc + m) * K + k;
+				*o = acc ? *o + sv : sv;
+			}
+		}
+	}
+}
+
+/* out[i] (+)= sum_s part[s * n + i], s in order */
+__global__ void split_sum_kernel(const float *part, int S, int64_t n, float *out, int acc)
+{
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		float s = 0.0f;
+#pragma unroll 8
+		for (int sp = 0; sp < S; sp++) s += __ldcg(part + (int64_t)sp * n + i);
+		out[i] = acc ? out[i] + s : s;
+	}
+}
+
+static int g_xb_ready = 0;
+static int skinny_backward_x(arb_backend *be, const tern_view &v, const float *dy, float *dx,
+			     int64_t M, int accumulate)
+{
+	if (cuda_legacy("skinny") || M > 256) return 0;
+	if (!g_xb_ready) {
+		CK(cudaFuncSetAttribute(skinny_bwdx_kernel,
+			cudaFuncAttributeMaxDynamicSharedMemorySize, (int)xb_smem(XB_RPC, XB_NGT)));
+		g_xb_ready = 1;
+	}
+	cuda_priv *p = cuda_get_priv(be);
+	const int64_t N = v.rows, K = v.cols;
+	const int64_t tiles = (v.row_bytes + XB_LANES - 1) / XB_LANES;
+	/* about two CTAs per SM, at least 64 rows (8 per warp) a chunk, the
+	 * partial sums at most 16M floats */
+	int64_t S = (2 * (int64_t)p->sms + tiles - 1) / tiles;
+	int64_t smax = (N + 63) / 64;
+	if (S > smax) S = smax;
+	while (S > 1 && S * M * K > ((int64_t)1 << 24)) S /= 2;
+	if (S < 1) S = 1;
+	int64_t rpc = (N + S - 1) / S;
+	if (rpc > XB_RPC) rpc = XB_RPC;
+	S = (N + rpc - 1) / rpc;
+	if (S > 1 && S * M * K > ((int64_t)1 << 26)) return 0; /* too much partial memory */
+	/* groups the widest tile touches */
+	int64_t span = (int64_t)(XB_LANES * 5 + v.gs - 2) / v.gs + 1;
+	int ngt = (int)(span < v.groups ? span : v.groups);
+	unsigned int *cnt = NULL;
+	float *part = S > 1 ? cuda_split_ws(be, S * M * K, &cnt, 1) : NULL;
+	dim3 grid((unsigned)tiles, (unsigned)S);
+	skinny_bwdx_kernel<<<grid, 256, xb_smem(rpc, ngt)>>>(v, dy, dx, (int)M, accumulate,
+							      (int)rpc, ngt, part);
+	CK_LAUNCH(skinny_bwdx);
+	if (part) {
+		int64_t n = M * K;
+		unsigned int gb = (unsigned int)((n + 255) / 256);
+		if (gb > 4096) gb = 4096;
+		split_sum_kernel<<<gb, 256>>>(part, (int)S, n, dx, accumulate);
+		CK_LAUNCH(split_sum);
+	}
+	return 1;
+}
 
 /* two workspaces carved from the backend scratch */
 static __nv_bfloat16 *gs_ws(arb_backend *be, int64_t na, int64_t nb, __nv_bfloat16 **b)
@@ -997,12 +1286,33 @@ static void gs_launch(const __nv_bfloat16 *A, const __nv_bfloat16 *B, int64_t I,
 
 /* ---------------------------------------------------------------------------
  * launchers */
+
+/* backward_x by the skinny kernel instead of the 128 x 128 tile GEMM: below
+ * 64 rows, and up to 256 rows while the GEMM would have fewer than half as
+ * many CTAs as the GPU has SMs (e.g. dx of 128 x 128 from 2048 rows of W:
+ * one CTA) */
+static int few_tiles(arb_backend *be, int64_t M, int64_t ncols)
+{
+	if (M < 64) return 1;
+	if (M > 256) return 0;
+	int64_t ctas = (int64_t)cdiv(ncols, BN) * cdiv(M, BM);
+	return 2 * ctas < cuda_get_priv(be)->sms;
+}
 void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 			 float *y, int64_t M, int accumulate)
 {
 	if (M <= 0) return;
 	tern_view v = tern_view_of(w);
 	int64_t N = w->rows, K = w->cols;
+	if (M > 16 && M < 64 && (skinny3_ok(v) || w->group_size % 16 == 0)) {
+		/* a few tokens more than the skinny kernels take: 16 rows at a
+		 * time (the weights stream once per 16 rows; the tile GEMM's
+		 * grid would be N / 128 CTAs) */
+		for (int64_t m0 = 0; m0 < M; m0 += 16)
+			cuda_linear_forward(be, w, x + m0 * K, y + m0 * N,
+					    M - m0 < 16 ? M - m0 : 16, accumulate);
+		return;
+	}
 	if (M <= 16 && skinny3_forward(be, v, x, y, M, accumulate)) return;
 	if (M <= 16 && w->group_size % 16 == 0) {
 		dec_table_init();
@@ -1055,6 +1365,7 @@ void cuda_linear_backward_x(arb_backend *be, const arb_tern *w, const float *dy,
 	EpArgs ep;
 	memset(&ep, 0, sizeof ep);
 	ep.out = dx; ep.ld = K; ep.acc = accumulate;
+	if (few_tiles(be, M, K) && skinny_backward_x(be, v, dy, dx, M, accumulate)) return;
 	LoadRM la = { dy, N, M, N };
 	dim3 grid(cdiv(K, BN), cdiv(M, BM));
 	if (M >= 64 && cuda_legacy("gemm")) {
