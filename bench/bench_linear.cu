@@ -154,8 +154,7 @@ int main(void)
 				line("fwdold", M, N, K, old_us, cub, 0.0);
 			}
 		}
-		{
-			int64_t M = 4096;
+		for (int64_t M : { (int64_t)16, (int64_t)4096 }) {
 			double ours = time_us([&](int i) {
 				be->linear_backward_x(be, &ws[i % nours], dy, dx, M, 0);
 			});
@@ -176,7 +175,7 @@ int main(void)
 						 &zero, dWb, CUDA_R_16BF, (int)K, CUBLAS_COMPUTE_32F,
 						 CUBLAS_GEMM_DEFAULT));
 			}, 5);
-			line("vote", M, N, K, ours, cub, 0.7);
+			line("vote", M, N, K, ours, cub, M == 4096 ? 0.7 : 0.0);
 		}
 		for (int i = 0; i < nours; i++) be->tern_free(be, &ws[i]);
 		for (int i = 0; i < ncub; i++) CKC(cudaFree(wb[i]));
@@ -184,5 +183,33 @@ int main(void)
 		for (void *p : fr) CKC(cudaFree(p));
 	}
 	cublasDestroy(h);
+
+	/* the step of a small model's tensors: 12 of 2048 x 512 (the moe small
+	 * shape's order of size), tern_step one by one (a device wait each) vs
+	 * one tern_step_many (one wait); us per step of all 12 */
+	{
+		enum { NT = 12 };
+		arb_tern st[NT];
+		arb_tern *sp[NT];
+		arb_step pp[NT];
+		for (int i = 0; i < NT; i++) {
+			memset(&st[i], 0, sizeof st[i]);
+			snprintf(st[i].name, sizeof st[i].name, "s%d", i);
+			st[i].rows = 2048; st[i].cols = 512; st[i].group_size = 32;
+			st[i].erule = ARB_ERULE_RESIDUAL; st[i].id = 100 + i;
+			if (be->tern_alloc(be, &st[i], &err) != ARB_OK) { fprintf(stderr, "%s\n", err.msg); return 1; }
+			arb_tern_init ini = { (uint64_t)i, 1.0 / 3.0, 0, -4, 4 };
+			be->tern_init(be, &st[i], &ini);
+			sp[i] = &st[i];
+			pp[i] = (arb_step){ 8, ARB_RESET_ZERO, ARB_ORDER_E_FIRST, 64, -30, 10, 0, 7, 0 };
+		}
+		double one = time_us([&](int) {
+			for (int i = 0; i < NT; i++) be->tern_step(be, &st[i], &pp[i], NULL);
+		}, 10);
+		double many = time_us([&](int) { be->tern_step_many(be, sp, pp, NT, NULL); }, 10);
+		printf("step   12 x 2048x512  tern_step x12 %9.2f us  tern_step_many %9.2f us  (%.2fx)\n",
+		       one, many, one / many);
+		for (int i = 0; i < NT; i++) be->tern_free(be, &st[i]);
+	}
 	return 0;
 }

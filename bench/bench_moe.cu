@@ -316,12 +316,15 @@ int main(int argc, char **argv)
 	}
 	printf("# ARBS REFACTOR7 seed: B=2 L=8 D=512 dense steady state 3.6 ms "
 	       "(fwd+bwd); target 0.36 ms\n");
+	/* ARB_BENCH_ONLY=small: the small shapes only (for a profiler run) */
+	const char *only = getenv("ARB_BENCH_ONLY");
+	int large = !only || strcmp(only, "small") != 0;
 	bench_shape(pl, be, "small", 2, 8, 512, 8, 2, 16, 128, 200);
 	bench_shape(pl, be, "small-sparse", 2, 8, 512, 8, 2, 16, 0, 200);
-	bench_shape(pl, be, "large", 32, 512, 1024, 16, 2, 16, 128, 20);
+	if (large) bench_shape(pl, be, "large", 32, 512, 1024, 16, 2, 16, 128, 20);
 	/* dense ternary SwiGLU of the moe's shared width F = 4D (its active
 	 * width without the rank-r expert deltas) on the same tokens */
 	bench_dense_ffn(be, "small", 2, 8, 512, 200);
-	bench_dense_ffn(be, "large", 32, 512, 1024, 20);
+	if (large) bench_dense_ffn(be, "large", 32, 512, 1024, 20);
 	return 0;
 }

@@ -1,0 +1,53 @@
+#!/bin/sh
+# bench/perf_small.sh -- one device call for the small-batch path: build for
+# sm_90a, the GPU test suite, bench_moe, bench_linear, then ncu kernel
+# durations of the moe small shape aggregated per kernel name (top 30, so
+# that the output comes back as text). Needs .device-debs.
+set -u
+OUT=${OUT:-/tmp/out}; B=build-gpu; mkdir -p "$OUT"
+. ./.device-debs/env.sh
+ARCH='-gencode=arch=compute_90a,code=sm_90a'
+LIBS='-ldl -lm -lpthread -fopenmp -lstdc++'
+t0=$(date +%s)
+st() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
+st build
+make BUILD=$B CUDA_ARCH="$ARCH" LDLIBS="$LIBS" -j16 all $B/tests/check_arbcore \
+	$(ls tests/plugins/*.c | sed "s|tests/plugins/\(.*\)\.c|$B/tests/plugins/\1.so|") \
+	$B/bench/bench_moe $B/bench/bench_linear > "$OUT/build.log" 2>&1 ||
+	{ tail -40 "$OUT/build.log"; exit 1; }
+if [ -z "${SKIP_CHECK:-}" ]; then
+st check
+ARB_TEST_BUILD=$PWD/$B timeout ${CHECK_S:-200} $B/tests/check_arbcore > "$OUT/check.log" 2>&1
+echo "check rc=$?"
+grep -E "^[0-9]+%" "$OUT/check.log"; grep -E ":[FE]:" "$OUT/check.log" | head -20
+fi
+st bench_moe
+ARB_BENCH_BUILD=$B timeout 100 $B/bench/bench_moe > "$OUT/bench_moe.log" 2>&1; echo "rc=$?"; grep -v "^#" "$OUT/bench_moe.log"
+st bench_linear
+timeout 120 $B/bench/bench_linear > "$OUT/bench_linear.log" 2>&1; echo "rc=$?"; grep -E "M=1 |M=16 |step|bwd_x|vote" "$OUT/bench_linear.log"
+if [ -z "${SKIP_NCU:-}" ]; then
+st ncu
+# one steady iteration's worth of kernels of the dense small shape: skip the
+# first 3000 launches (first iterations), take 400
+ARB_BENCH_ONLY=small ARB_BENCH_BUILD=$B timeout 120 ncu --clock-control none \
+	--metrics gpu__time_duration.sum --csv --launch-skip ${NCU_SKIP:-3000} \
+	--launch-count ${NCU_N:-400} $B/bench/bench_moe > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
+echo "ncu rc=$?"
+python3 - "$OUT/ncu.csv" <<'PY'
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+if not rows: print("no ncu rows"); sys.exit()
+h = rows[0]; ki = h.index("Kernel Name"); vi = h.index("Metric Value"); ui = h.index("Metric Unit")
+tot = collections.defaultdict(float); cnt = collections.Counter()
+for r in rows[1:]:
+    v = float(r[vi].replace(",", "")); u = r[ui]
+    us = v / 1000.0 if u == "nsecond" else (v if u == "usecond" else v * 1000.0)
+    name = r[ki].split("(")[0][:60]
+    tot[name] += us; cnt[name] += 1
+s = sum(tot.values())
+print("kernels %d, total %.1f us" % (sum(cnt.values()), s))
+for k, v in sorted(tot.items(), key=lambda x: -x[1])[:30]:
+    print("%9.1f us %5d  %s" % (v, cnt[k], k))
+PY
+fi
+st done
