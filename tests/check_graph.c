@@ -68,6 +68,7 @@ typedef struct gconf {
 		edge_threshold, max_iters, experts_layer;
 	double halt_threshold, halt_bias, ponder;
 	const char *experts;   /* NULL: none */
+	const char *experts_input; /* NULL: the default (norm) */
 	int out_zero;          /* out_init = zero (the plugin's default) */
 } gconf;
 
@@ -119,6 +120,7 @@ static thost *th_new(arb_backend *be, int D, const gconf *c)
 	arb_error err = { 0 };
 	arb_status s = arb_harness_set(th, "vq", "shared", &err);
 	if (!s) s = arb_harness_set(th, "experts", c->experts ? c->experts : "", &err);
+	if (!s && c->experts_input) s = arb_harness_set(th, "experts_input", c->experts_input, &err);
 	/* the output projection starts random so that every path carries a
 	 * signal (the default, out_init = zero, is tested in graph_out_zero) */
 	if (!s) s = arb_harness_set(th, "out_init", c->out_zero ? "zero" : "random", &err);
@@ -845,6 +847,8 @@ START_TEST(test_fd_experts)
 	gconf c = conf_default();
 	c.ponder = 2.0;
 	c.experts = "gx";
+	/* _i = 0: experts get rmsnorm(O) (the default), 1: O itself */
+	c.experts_input = _i ? "raw" : "norm";
 	int32_t codes[TB * TT];
 	float *x = malloc(n * 4), *y = malloc(n * 4), *R = malloc(n * 4),
 	      *dx = malloc(n * 4), *xp = malloc(n * 4);
@@ -942,8 +946,9 @@ START_TEST(test_fd_experts)
 	}
 	ck_assert_msg(wused >= 36, "dW: only %d of 60 entries usable (%d skipped)",
 		      wused, wskipped);
-	printf("graph experts FD: dx %d used / %d skipped, dW %d used / %d "
-	       "skipped, %d ACT iterations\n", used, skipped, wused, wskipped, iters);
+	printf("graph experts FD (%s): dx %d used / %d skipped, dW %d used / %d "
+	       "skipped, %d ACT iterations\n", c.experts_input, used, skipped, wused,
+	       wskipped, iters);
 	callees_free();
 	th_free(th);
 	free(x);
@@ -1218,7 +1223,7 @@ Suite *suite_graph(void)
 	tcase_add_test(tc, test_act_forced_halts);
 	tcase_add_test(tc, test_save_load);
 	tcase_add_test(tc, test_missing_codes);
-	tcase_add_test(tc, test_fd_experts);
+	tcase_add_loop_test(tc, test_fd_experts, 0, 2);
 	tcase_add_test(tc, test_experts_apart);
 	suite_add_tcase(s, tc);
 	TCase *tg = tcase_create("gpu");

@@ -50,7 +50,7 @@
 enum {
 	W_XI, W_S, W_MG, W_AG, W_Z, W_P, W_O, W_E, W_ZH, W_PH, W_W, W_CUM, W_RUN,
 	W_NST, W_RHO, W_NRUN, W_DW, W_DE, W_DO, W_DP, W_DH, W_DA, W_DM, W_DZ,
-	W_DZH, W_DXI, W_EG,
+	W_DZH, W_DXI, W_EG, W_ON, W_RS, W_DON,
 	/* device copies of the active subgraph */
 	W_NODE, W_POS, W_PPTR, W_ONES, W_PINV, W_NPTR, W_NPOS, W_NINV, W_EPTR,
 	W_ESRC, W_EDST, W_EW, W_ESC, W_TPTR, W_TDST, W_TW,
@@ -65,6 +65,7 @@ typedef struct graph {
 	char experts[64];
 	int experts_layer;
 	int experts_ok;       /* `experts` is set: mix them in every iteration */
+	int experts_norm;     /* experts_input = norm: they get rmsnorm(O) */
 	int D, Dn, hops, r, max_iters, window, edge_thr;
 	int64_t nodes, decay_every;
 	float thr, bias, tau;
@@ -121,6 +122,10 @@ static const arb_conf_key graph_schema[] = {
 	  "false" },
 	{ "experts_layer", ARB_CONF_INT, "-1", -1, 4095, NULL,
 	  "io->layer passed to the experts (-1: the graph's own)" },
+	{ "experts_input", ARB_CONF_ENUM, "norm", 0, 0, "norm|raw",
+	  "what the experts get: norm = rmsnorm(O) (unit rms, as an FFN slot "
+	  "gets its block's normalized input; E = O + experts(rmsnorm(O))) or "
+	  "raw = O itself (E = O + experts(O))" },
 	{ "out_init", ARB_CONF_ENUM, "zero", 0, 0, "random|zero",
 	  "initial trits of the output projection `out`: random (trunk "
 	  "density) or zero (the graph adds nothing until votes flip them)" },
@@ -174,6 +179,7 @@ static arb_status graph_create(const arb_host *host, const arb_conf *conf,
 	snprintf(g->experts, sizeof g->experts, "%s", host->conf_str(conf, "experts"));
 	g->experts_layer = (int)host->conf_int(conf, "experts_layer");
 	g->experts_ok = g->experts[0] != 0;
+	g->experts_norm = strcmp(host->conf_str(conf, "experts_input"), "norm") == 0;
 	g->D = host->model(host)->d_model;
 	g->nodes = host->conf_int(conf, "nodes");
 	g->Dn = (int)host->conf_int(conf, "node_dim");
@@ -367,6 +373,9 @@ static arb_status graph_forward(void *self, arb_io *io, arb_error *err)
 	oom |= !ws(g, W_P, (size_t)I * M * Dn * 4);
 	oom |= !ws(g, W_O, (size_t)I * M * D * 4);
 	oom |= !ws(g, W_E, (g->experts_ok ? (size_t)I : 1) * M * D * 4);
+	int xn = g->experts_ok && g->experts_norm;
+	oom |= !ws(g, W_ON, (xn ? (size_t)I * M * D : 1) * 4);
+	oom |= !ws(g, W_RS, (xn ? (size_t)I * M : 1) * 4);
 	oom |= !ws(g, W_ZH, (size_t)M * 4);
 	oom |= !ws(g, W_PH, (size_t)I * M * 4);
 	oom |= !ws(g, W_W, (size_t)I * M * 4);
@@ -423,6 +432,11 @@ static arb_status graph_forward(void *self, arb_io *io, arb_error *err)
 			be->copy(be, E, O, (size_t)M * D * 4);
 			arb_io sub = *io;
 			sub.x = O;
+			if (g->experts_norm) {
+				float *On = F(W_ON) + (size_t)i * M * D;
+				be->rmsnorm_forward(be, NULL, O, On, F(W_RS) + (size_t)i * M, M, D);
+				sub.x = On;
+			}
 			sub.y = E;
 			sub.dy = NULL;
 			sub.dx = NULL;
@@ -489,6 +503,7 @@ static arb_status graph_backward(void *self, arb_io *io, arb_error *err)
 	oom |= !ws(g, W_DW, (size_t)N * M * 4);
 	oom |= !ws(g, W_DE, (size_t)M * D * 4);
 	oom |= !ws(g, W_DO, (size_t)M * D * 4);
+	oom |= !ws(g, W_DON, (g->experts_ok && g->experts_norm ? (size_t)M * D : 1) * 4);
 	oom |= !ws(g, W_DP, (size_t)M * Dn * 4);
 	oom |= !ws(g, W_DH, SN * 4);
 	oom |= !ws(g, W_DA, SN * 4);
@@ -527,20 +542,31 @@ static arb_status graph_backward(void *self, arb_io *io, arb_error *err)
 			dO = F(W_DO);
 			arb_io sub = *io;
 			sub.layer = g->experts_layer >= 0 ? g->experts_layer : io->layer;
-			sub.x = O;
+			float *On = g->experts_norm ? F(W_ON) + (size_t)i * M * D : O;
+			sub.x = On;
 			sub.y = dO; /* recompute: scratch output */
 			sub.dy = NULL;
 			sub.dx = NULL;
 			be->copy(be, dO, O, (size_t)M * D * 4);
 			arb_status st = g->host->call_forward(g->host, g->experts, &sub, err);
 			if (st) return st;
+			/* dO = dE (the residual path) + the experts' input gradient,
+			 * through rmsnorm when they got rmsnorm(O) */
 			be->copy(be, dO, dE, (size_t)M * D * 4);
+			float *dX = dO;
+			if (g->experts_norm) {
+				dX = F(W_DON);
+				be->zero(be, dX, (size_t)M * D * 4);
+			}
 			sub.y = NULL;
 			sub.dy = dE;
-			sub.dx = dO;
+			sub.dx = dX;
 			sub.aux_loss = 0;
 			st = g->host->call_backward(g->host, g->experts, &sub, err);
 			if (st) return st;
+			if (g->experts_norm)
+				be->rmsnorm_backward(be, NULL, O, F(W_RS) + (size_t)i * M, dX, dO,
+						     M, D, 1);
 			aux_experts += sub.aux_loss;
 		}
 		be->linear_vote(be, g->wout, P, dO, M, io->vote);
