@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dlfcn.h>
+#include <ftw.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "arb/ops.h"
 #include "arb/plugin.h"
 #include "arb/harness.h"
@@ -77,13 +80,57 @@ const char *arb_test_build_path(const char *rel)
 	return out;
 }
 
+/* temporary directories of this process, removed with their contents when
+ * it exits (Check runs every test in a forked child: the child that made a
+ * directory removes it; a process forked by a test leaves it alone) */
+static char **g_tmp;        /* each path its own allocation: stable */
+static int g_tmp_n, g_tmp_cap;
+static pid_t g_tmp_pid;
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb; (void)flag; (void)ftw;
+	remove(path);
+	return 0;
+}
+
+static void tmp_cleanup(void)
+{
+	if (getpid() != g_tmp_pid) return;
+	for (int i = 0; i < g_tmp_n; i++)
+		nftw(g_tmp[i], rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	g_tmp_n = 0;
+}
+
 const char *arb_test_tmpdir(void)
 {
-	static char buf[8][64];
-	static int k;
-	char *out = buf[k++ & 7];
+	if (g_tmp_pid != getpid()) {
+		/* first call in this process (or a forked child): its own list */
+		if (!g_tmp_pid) atexit(tmp_cleanup);
+		g_tmp_pid = getpid();
+		g_tmp_n = 0;
+	}
+	if (g_tmp_n == g_tmp_cap) {
+		int cap = g_tmp_cap ? 2 * g_tmp_cap : 16;
+		char **p = realloc(g_tmp, (size_t)cap * sizeof *p);
+		if (!p) {
+			fprintf(stderr, "arb_test_tmpdir: out of memory\n");
+			abort();
+		}
+		g_tmp = p;
+		g_tmp_cap = cap;
+	}
+	char *out = malloc(64);
+	if (!out) {
+		fprintf(stderr, "arb_test_tmpdir: out of memory\n");
+		abort();
+	}
 	snprintf(out, 64, "/tmp/arbtest.XXXXXX");
-	if (!mkdtemp(out)) return "/tmp";
+	if (!mkdtemp(out)) {
+		perror("arb_test_tmpdir: mkdtemp");
+		abort();
+	}
+	g_tmp[g_tmp_n++] = out;
 	return out;
 }
 
