@@ -221,6 +221,9 @@ START_TEST(test_linear_small)
 	run_linear(128, 2048, 128, 32, ARB_ERULE_RESIDUAL, 1);
 	run_linear(200, 130, 260, 12, ARB_ERULE_BIGINT, 0);
 	run_linear(77, 300, 1000, 64, ARB_ERULE_FROZEN, 0);
+	/* the skinny forward over 16-token chunks (grid.z) with split-K */
+	run_linear(250, 700, 900, 32, ARB_ERULE_RESIDUAL, 1);
+	run_linear(100, 1000, 333, 16, ARB_ERULE_FROZEN, 0);
 }
 END_TEST
 
@@ -329,6 +332,26 @@ START_TEST(test_vote_large)
 {
 	run_vote(512, 256, 400, 32, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 1, 1, 0, 3);
 	run_vote(512, 256, 400, 12, ARB_ERULE_BIGINT, ARB_VOTE_SR, 0, 0, 5000, 3);
+	/* the direct small-M vote over several CTAs in both directions, M above
+	 * one staging chunk (32) and M = 1 */
+	run_vote(32, 300, 700, 12, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 0, 1, 0, 3);
+	run_vote(45, 131, 259, 4, ARB_ERULE_BIGINT, ARB_VOTE_SIGN, 1, 0, 0, 3);
+	run_vote(1, 129, 1000, 64, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 0, 0, 0, 3);
+	/* a dW too big for the direct kernel: the tile GEMM */
+	run_vote(512, 600, 500, 32, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 1, 0, 0, 2);
+}
+END_TEST
+
+/* ARB_CUDA_LEGACY=vote: the bf16 tile GEMM path for the shapes that now take
+ * the direct kernel */
+START_TEST(test_vote_tile)
+{
+	setenv("ARB_CUDA_LEGACY", "vote", 1);
+	run_vote(16, 300, 517, 12, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 0, 1, 0, 3);
+	run_vote(100, 130, 1001, 4, ARB_ERULE_BIGINT, ARB_VOTE_SIGN, 1, 0, 0, 3);
+	run_vote(70, 257, 383, 64, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 1, 1, 30000, 3);
+	run_vote(37, 45, 133, 32, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 0, 1, 20000, 3);
+	unsetenv("ARB_CUDA_LEGACY");
 }
 END_TEST
 
@@ -631,6 +654,7 @@ Suite *suite_gpu(void)
 		{ "vote_small", test_vote_small },
 		{ "vote_large", test_vote_large },
 		{ "vote_legacy", test_vote_legacy },
+		{ "vote_tile", test_vote_tile },
 		{ "step_frozen", test_step_frozen },
 		{ "step_many", test_step_many },
 		{ "embed", test_embed },

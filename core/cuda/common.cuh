@@ -48,7 +48,10 @@ typedef struct cuda_priv {
 	int *flag;            /* all_finite */
 	void *scratch;        /* embed vote sort buffers */
 	size_t scratch_n;
-	tern_ws *hws;         /* pinned host copies of workspaces (tern_step_many) */
+	tern_ws *hws;         /* mapped pinned host copies of workspaces (tern_step_many) */
+	tern_ws *hws_dev;     /* the device address of hws */
+	void *bounce;         /* pinned bounce buffer of small downloads */
+	int bounce_failed;
 	int hws_n;
 } cuda_priv;
 
@@ -118,7 +121,7 @@ void cuda_attention_backward(arb_backend *be, const float *q, const float *k,
 			     const float *dout, float *dq, float *dk, float *dv,
 			     int B, int T, int H, int hd);
 
-/* ARB_CUDA_LEGACY=step,skinny,gemm (any subset) selects the previous kernels
+/* ARB_CUDA_LEGACY=step,skinny,gemm,vote (any subset) selects the previous kernels
  * of that family: for A/B timing and for bisecting a GPU-suite failure */
 #include <stdlib.h>
 #include <string.h>

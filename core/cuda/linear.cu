@@ -806,7 +806,9 @@ static void dec_table_init(void)
  * PRMT selectors, and PRMT picks the bytes of h = bf16(2^E), h | sign, or
  * zero. Split-K over k-blocks; the last CTA of a row tile sums the split
  * partials in a fixed order (deterministic).
- * CTA: 8 warps x 2 tiles = 256 rows; KPC k-blocks per CTA. */
+ * CTA: 8 warps x TPW tiles = 128 TPW rows; KPC k-blocks per CTA (TPW = 1
+ * when the grid would be small: h14 ncu showed 0.5 waves and 2 warps per
+ * scheduler for the moe's 2048 x 512 weights at 256 rows per CTA). */
 #define S3_ROWS 256
 #define S3_KB 320
 
@@ -868,10 +870,18 @@ __device__ __forceinline__ void s3_sel(const uint32_t *r, const unsigned long lo
 	}
 }
 
-template <int NT>
+template <int NT, int TPW>
 __global__ void __launch_bounds__(256) skinny_fwd_kernel3(tern_view v, const float *x,
-	float *y, int M, int acc, int kpc, int lg, float *part, unsigned int *cnt)
+	float *y, int Mt, int acc, int kpc, int lg, float *part, unsigned int *cnt)
 {
+	/* grid.z: 16-token chunks of x (Mt tokens in all); partials [S][Mt][N],
+	 * one arrival counter per (row tile, chunk) */
+	const int mz = blockIdx.z * 16;
+	const int M = Mt - mz < 16 ? Mt - mz : 16;
+	x += (int64_t)mz * v.cols;
+	y += (int64_t)mz * v.rows;
+	if (part) part += (int64_t)mz * v.rows;
+	if (cnt) cnt += (size_t)blockIdx.z * gridDim.x;
 	extern __shared__ __align__(16) unsigned char sm[];
 	unsigned long long *tab = (unsigned long long *)sm;              /* [243] (256) */
 	__nv_bfloat16 *xs = (__nv_bfloat16 *)(tab + 256);                /* [kpc*20][16][16] */
@@ -883,15 +893,15 @@ __global__ void __launch_bounds__(256) skinny_fwd_kernel3(tern_view v, const flo
 	const int64_t nblk = (K + S3_KB - 1) / S3_KB;
 	const int64_t blk0 = (int64_t)blockIdx.y * kpc;
 	const int nbk = (int)(nblk - blk0 < kpc ? nblk - blk0 : kpc);
-	const int64_t nt0 = (int64_t)blockIdx.x * S3_ROWS;
+	const int64_t nt0 = (int64_t)blockIdx.x * (128 * TPW);
 	const int64_t kbase = blk0 * S3_KB;
 	/* W bytes of the first k-block in flight before the shared-memory fills */
-	uint32_t wb[2][2][4];
+	uint32_t wb[TPW][2][4];
 #pragma unroll
-	for (int t = 0; t < 2; t++)
+	for (int t = 0; t < TPW; t++)
 #pragma unroll
 		for (int h = 0; h < 2; h++)
-			s3_load(v.packed, N, rb, nt0 + warp * 32 + t * 16 + g + 8 * h,
+			s3_load(v.packed, N, rb, nt0 + warp * 16 * TPW + t * 16 + g + 8 * h,
 				blk0 * 64 + 16 * q, wb[t][h]);
 	for (int e = tid; e < 243; e += 256) {
 		unsigned long long L = 0;
@@ -905,35 +915,56 @@ __global__ void __launch_bounds__(256) skinny_fwd_kernel3(tern_view v, const flo
 		tab[e] = L;
 	}
 	/* x tile in the permuted order: k = kbase + 320 kb + 80 q + 4 s + slot */
+	/* (loads of 8 elements in flight per thread before their stores: the
+	 * staging is latency bound, not bandwidth bound) */
 	const int kw = nbk * S3_KB;
-	for (int e = tid; e < 16 * kw; e += 256) {
-		int m = e / kw, kl = e - m * kw;
-		int kb = kl / S3_KB, rr = kl - kb * S3_KB;
-		int qq = rr / 80, r2 = rr - qq * 80;
-		int s = r2 >> 2, slot = r2 & 3;
-		int64_t k = kbase + kl;
-		float xv = (m < M && k < K) ? __ldg(x + (int64_t)m * K + k) : 0.0f;
-		xs[(((kb * 20 + s) * 16 + m) * 4 + qq) * 4 + slot] = __float2bfloat16(xv);
+	for (int e0 = tid; e0 < 16 * kw; e0 += 256 * 8) {
+		float xv[8];
+#pragma unroll
+		for (int u = 0; u < 8; u++) {
+			int e = e0 + 256 * u, m = e / kw;
+			int64_t k = kbase + (e - m * kw);
+			xv[u] = (e < 16 * kw && m < M && k < K) ? __ldg(x + (int64_t)m * K + k) : 0.0f;
+		}
+#pragma unroll
+		for (int u = 0; u < 8; u++) {
+			int e = e0 + 256 * u;
+			if (e >= 16 * kw) break;
+			int m = e / kw, kl = e - m * kw;
+			int kb = kl / S3_KB, rr = kl - kb * S3_KB;
+			int qq = rr / 80, r2 = rr - qq * 80;
+			int s = r2 >> 2, slot = r2 & 3;
+			xs[(((kb * 20 + s) * 16 + m) * 4 + qq) * 4 + slot] = __float2bfloat16(xv[u]);
+		}
 	}
 	/* A source words per (row, group): bf16 2^E | (bf16 -2^E) << 16 */
 	const int gfirst = (int)(kbase >> lg);
 	const int64_t klast = (kbase + kw < K ? kbase + kw : K) - 1;
 	const int ngc = (int)(klast >> lg) - gfirst + 1;
-	for (int e = tid; e < S3_ROWS * ngc; e += 256) {
-		int rr = e / ngc, gg = e - rr * ngc;
-		int64_t n = nt0 + rr;
-		uint32_t wv = 0;
-		if (n < N) {
-			int ex = v.E[n * v.groups + gfirst + gg];
-			uint32_t h = ex < -126 ? 0u : (uint32_t)(ex + 127) << 7;
-			wv = h | ((h | 0x8000u) << 16);
+	for (int e0 = tid; e0 < (128 * TPW) * ngc; e0 += 256 * 4) {
+		int ex[4];
+#pragma unroll
+		for (int u = 0; u < 4; u++) {
+			int e = e0 + 256 * u, rr = e / ngc, gg = e - rr * ngc;
+			int64_t n = nt0 + rr;
+			ex[u] = (e < (128 * TPW) * ngc && n < N) ? (int)v.E[n * v.groups + gfirst + gg] : 1000;
 		}
-		aw[rr * ngc + gg] = wv;
+#pragma unroll
+		for (int u = 0; u < 4; u++) {
+			int e = e0 + 256 * u;
+			if (e >= (128 * TPW) * ngc) break;
+			uint32_t wv = 0;
+			if (ex[u] != 1000) { /* 1000: past the last row */
+				uint32_t h = ex[u] < -126 ? 0u : (uint32_t)(ex[u] + 127) << 7;
+				wv = h | ((h | 0x8000u) << 16);
+			}
+			aw[e] = wv;
+		}
 	}
 	__syncthreads();
-	float accf[2][NT][4];
+	float accf[TPW][NT][4];
 #pragma unroll
-	for (int t = 0; t < 2; t++)
+	for (int t = 0; t < TPW; t++)
 #pragma unroll
 		for (int u = 0; u < NT; u++)
 #pragma unroll
@@ -942,19 +973,19 @@ __global__ void __launch_bounds__(256) skinny_fwd_kernel3(tern_view v, const flo
 	for (int kb = 0; kb < nbk; kb++) {
 		if (kb > 0) {
 #pragma unroll
-			for (int t = 0; t < 2; t++)
+			for (int t = 0; t < TPW; t++)
 #pragma unroll
 				for (int h = 0; h < 2; h++)
-					s3_load(v.packed, N, rb, nt0 + warp * 32 + t * 16 + g + 8 * h,
+					s3_load(v.packed, N, rb, nt0 + warp * 16 * TPW + t * 16 + g + 8 * h,
 						(blk0 + kb) * 64 + 16 * q, wb[t][h]);
 		}
 		const int kq = kb * S3_KB + 80 * q; /* relative to kbase */
 #pragma unroll
-		for (int t = 0; t < 2; t++) {
+		for (int t = 0; t < TPW; t++) {
 			uint32_t sw0[20], sw1[20];
 			s3_sel(wb[t][0], tab, sw0);
 			s3_sel(wb[t][1], tab, sw1);
-			const uint32_t *aw0 = aw + (warp * 32 + t * 16 + g) * ngc;
+			const uint32_t *aw0 = aw + (warp * 16 * TPW + t * 16 + g) * ngc;
 			const uint32_t *aw1 = aw0 + 8 * ngc;
 			const int goff = (int)(kbase & ((1 << lg) - 1));
 #pragma unroll
@@ -978,12 +1009,12 @@ __global__ void __launch_bounds__(256) skinny_fwd_kernel3(tern_view v, const flo
 	 * token m = u*8 + 2q + (c & 1) */
 	if (gridDim.y == 1) {
 #pragma unroll
-		for (int t = 0; t < 2; t++)
+		for (int t = 0; t < TPW; t++)
 #pragma unroll
 			for (int u = 0; u < NT; u++)
 #pragma unroll
 				for (int c = 0; c < 4; c++) {
-					int64_t n = nt0 + warp * 32 + t * 16 + g + (c >> 1) * 8;
+					int64_t n = nt0 + warp * 16 * TPW + t * 16 + g + (c >> 1) * 8;
 					int m = u * 8 + 2 * q + (c & 1);
 					if (n < N && m < M) {
 						float *o = y + (int64_t)m * N + n;
@@ -993,15 +1024,15 @@ __global__ void __launch_bounds__(256) skinny_fwd_kernel3(tern_view v, const flo
 		return;
 	}
 #pragma unroll
-	for (int t = 0; t < 2; t++)
+	for (int t = 0; t < TPW; t++)
 #pragma unroll
 		for (int u = 0; u < NT; u++)
 #pragma unroll
 			for (int c = 0; c < 4; c++) {
-				int64_t n = nt0 + warp * 32 + t * 16 + g + (c >> 1) * 8;
+				int64_t n = nt0 + warp * 16 * TPW + t * 16 + g + (c >> 1) * 8;
 				int m = u * 8 + 2 * q + (c & 1);
 				if (n < N && m < M)
-					part[((int64_t)blockIdx.y * M + m) * N + n] = accf[t][u][c];
+					part[((int64_t)blockIdx.y * Mt + m) * N + n] = accf[t][u][c];
 			}
 	__threadfence();
 	__syncthreads();
@@ -1012,15 +1043,40 @@ __global__ void __launch_bounds__(256) skinny_fwd_kernel3(tern_view v, const flo
 	__syncthreads();
 	if (!is_last) return;
 	__threadfence();
-	for (int e = tid; e < S3_ROWS * M; e += 256) {
-		int m = e / S3_ROWS;
-		int64_t n = nt0 + e % S3_ROWS;
-		if (n >= N) continue;
-		float s = 0.0f;
-		for (unsigned int sp = 0; sp < gridDim.y; sp++)
-			s += __ldcg(part + ((int64_t)sp * M + m) * N + n);
-		float *o = y + (int64_t)m * N + n;
-		*o = acc ? *o + s : s;
+	/* the tile's valid (row, token) outputs spread over all threads, 8 per
+	 * thread at a time: the loads of a batch are all in flight before any
+	 * result is stored (a store per element would serialize them: y and part
+	 * may alias as far as the compiler knows); each output adds its split
+	 * partials in split order */
+	const int nv = (int)(N - nt0 < (128 * TPW) ? N - nt0 : (128 * TPW));
+	const unsigned int S = gridDim.y;
+	const int64_t stride = (int64_t)Mt * N;
+	for (int e0 = tid; e0 < nv * M; e0 += 256 * 8) {
+		int64_t off[8];
+		float sum[8];
+#pragma unroll
+		for (int u = 0; u < 8; u++) {
+			int e = e0 + 256 * u, m = e / nv;
+			off[u] = e < nv * M ? (int64_t)m * N + nt0 + (e - m * nv) : -1;
+			sum[u] = 0.0f;
+		}
+#pragma unroll 2
+		for (unsigned int sp = 0; sp < S; sp++) {
+			float a[8];
+#pragma unroll
+			for (int u = 0; u < 8; u++)
+				a[u] = off[u] >= 0 ? __ldcg(part + (int64_t)sp * stride + off[u]) : 0.0f;
+#pragma unroll
+			for (int u = 0; u < 8; u++) sum[u] += a[u];
+		}
+		float old[8];
+		if (acc) {
+#pragma unroll
+			for (int u = 0; u < 8; u++) old[u] = off[u] >= 0 ? y[off[u]] : 0.0f;
+		}
+#pragma unroll
+		for (int u = 0; u < 8; u++)
+			if (off[u] >= 0) y[off[u]] = acc ? old[u] + sum[u] : sum[u];
 	}
 	if (tid == 0) cnt[blockIdx.x] = 0;
 }
@@ -1030,45 +1086,57 @@ static size_t s3_smem(int kpc, int gs)
 	int ngc = kpc * S3_KB / gs + 2;
 	return 256 * 8 + (size_t)kpc * 20 * 256 * 2 + (size_t)S3_ROWS * ngc * 4;
 }
-static int g_s3_ready = 0;
 static int skinny3_ok(const tern_view &v)
 {
 	int gs = v.gs;
 	return !cuda_legacy("skinny") && !v.corr && (gs & (gs - 1)) == 0 && gs >= 16 && gs <= 64;
+}
+template <int NT, int TPW>
+static void skinny3_launch(dim3 grid, size_t smem, const tern_view &v, const float *x, float *y,
+			   int64_t M, int accumulate, int kpc, int lg, float *part, unsigned int *cnt)
+{
+	static int ready = 0;
+	if (!ready) {
+		CK(cudaFuncSetAttribute(skinny_fwd_kernel3<NT, TPW>,
+			cudaFuncAttributeMaxDynamicSharedMemorySize, (int)s3_smem(4, 16)));
+		ready = 1;
+	}
+	skinny_fwd_kernel3<NT, TPW><<<grid, 256, smem>>>(v, x, y, (int)M, accumulate, kpc, lg,
+							  part, cnt);
 }
 static int skinny3_forward(arb_backend *be, const tern_view &v, const float *x, float *y,
 			   int64_t M, int accumulate)
 {
 	int gs = v.gs, lg = 0;
 	while ((1 << lg) < gs) lg++;
-	if (!skinny3_ok(v) || M > 16) return 0;
-	if (!g_s3_ready) {
-		CK(cudaFuncSetAttribute(skinny_fwd_kernel3<1>,
-			cudaFuncAttributeMaxDynamicSharedMemorySize, (int)s3_smem(4, 16)));
-		CK(cudaFuncSetAttribute(skinny_fwd_kernel3<2>,
-			cudaFuncAttributeMaxDynamicSharedMemorySize, (int)s3_smem(4, 16)));
-		g_s3_ready = 1;
-	}
+	if (!skinny3_ok(v) || M > 256) return 0;
 	cuda_priv *p = cuda_get_priv(be);
 	int64_t N = v.rows, K = v.cols;
-	int64_t tiles = (N + S3_ROWS - 1) / S3_ROWS;
+	int64_t Z = (M + 15) / 16; /* 16-token chunks */
 	int64_t nblk = (K + S3_KB - 1) / S3_KB;
-	int64_t want = (3 * (int64_t)p->sms + tiles - 1) / tiles; /* splits */
+	/* 128 rows per CTA unless 256-row CTAs with all the split-K they can
+	 * take already fill the GPU */
+	int tpw = ((N + 255) / 256) * Z * nblk >= p->sms ? 2 : 1;
+	int64_t rows = 128 * tpw;
+	int64_t tiles = (N + rows - 1) / rows;
+	int64_t want = (3 * (int64_t)p->sms + tiles * Z - 1) / (tiles * Z); /* splits */
 	if (want < 1) want = 1;
 	int64_t kpc = (nblk + want - 1) / want;
 	if (kpc > 4) kpc = 4;
 	if (kpc < 1) kpc = 1;
 	int64_t S = (nblk + kpc - 1) / kpc;
 	unsigned int *cnt = NULL;
-	float *part = S > 1 ? cuda_split_ws(be, S * M * N, &cnt, tiles) : NULL;
+	float *part = S > 1 ? cuda_split_ws(be, S * M * N, &cnt, tiles * Z) : NULL;
 	size_t smem = s3_smem((int)kpc, gs);
-	dim3 grid((unsigned)tiles, (unsigned)S);
-	if (M <= 8)
-		skinny_fwd_kernel3<1><<<grid, 256, smem>>>(v, x, y, (int)M, accumulate, (int)kpc, lg,
-							   part, cnt);
+	dim3 grid((unsigned)tiles, (unsigned)S, (unsigned)Z);
+	if (M <= 8 && tpw == 1)
+		skinny3_launch<1, 1>(grid, smem, v, x, y, M, accumulate, (int)kpc, lg, part, cnt);
+	else if (M <= 8)
+		skinny3_launch<1, 2>(grid, smem, v, x, y, M, accumulate, (int)kpc, lg, part, cnt);
+	else if (tpw == 1)
+		skinny3_launch<2, 1>(grid, smem, v, x, y, M, accumulate, (int)kpc, lg, part, cnt);
 	else
-		skinny_fwd_kernel3<2><<<grid, 256, smem>>>(v, x, y, (int)M, accumulate, (int)kpc, lg,
-							   part, cnt);
+		skinny3_launch<2, 2>(grid, smem, v, x, y, M, accumulate, (int)kpc, lg, part, cnt);
 	CK_LAUNCH(skinny_fwd3);
 	return 1;
 }
@@ -1082,7 +1150,7 @@ static int skinny3_forward(arb_backend *be, const tern_view &v, const float *x, 
  * for every 16 rows of dy (staged as [16][rows], read as a broadcast), lane l
  * of warp w walks rows w, w + 8, ... of byte column l, decodes five trits
  * and accumulates them times dy. Five consecutive k touch at most two groups
- * (group_size >= 4). The 8 warps' sums are added in warp order; with several
+ * (group_size >= 4). The 8 warps' sums are added as a fixed tree; with several
  * row chunks (grid.y) each writes its partial sums and a second kernel adds
  * them in chunk order (deterministic). */
 #define XB_LANES 32   /* packed bytes per CTA: 160 k */
@@ -1094,7 +1162,7 @@ static int skinny3_forward(arb_backend *be, const tern_view &v, const float *x, 
 static size_t xb_smem(int64_t rpc, int ngt)
 {
 	size_t a = ((size_t)rpc * (XB_LANES + ngt) + 15) & ~(size_t)15;
-	return a + ((size_t)XB_MT * rpc + XB_LANES * (XB_MT * 5 + 1)) * 4;
+	return a + ((size_t)XB_MT * rpc + 4 * XB_LANES * (XB_MT * 5 + 1)) * 4;
 }
 
 __global__ void __launch_bounds__(256) skinny_bwdx_kernel(tern_view v, const float *dy,
@@ -1104,7 +1172,7 @@ __global__ void __launch_bounds__(256) skinny_bwdx_kernel(tern_view v, const flo
 	uint8_t *pk = xsm;                                   /* [rpc][32] */
 	int8_t *ek = (int8_t *)(xsm + (size_t)rpc * XB_LANES); /* [rpc][ngt] */
 	float *ds = (float *)(xsm + (((size_t)rpc * (XB_LANES + ngt) + 15) & ~(size_t)15));
-	float *red = ds + XB_MT * rpc;                       /* [32][MT*5+1] */
+	float *red = ds + XB_MT * rpc;                       /* [4][32][MT*5+1] */
 	const int64_t N = v.rows, K = v.cols, rb = v.row_bytes;
 	const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 	const int64_t tb0 = (int64_t)blockIdx.x * XB_LANES;
@@ -1112,13 +1180,30 @@ __global__ void __launch_bounds__(256) skinny_bwdx_kernel(tern_view v, const flo
 	const int64_t n0 = (int64_t)blockIdx.y * rpc;
 	const int nr = (int)(N - n0 < rpc ? N - n0 : rpc);
 	const int gt0 = (int)(tb0 * 5 / v.gs);
-	for (int e = tid; e < nr * XB_LANES; e += 256) {
-		int r = e >> 5, l = e & 31;
-		pk[e] = tb0 + l < rb ? __ldg(v.packed + (n0 + r) * rb + tb0 + l) : (uint8_t)121;
+	/* staging with 8 loads in flight per thread (latency bound) */
+	for (int e0 = tid; e0 < nr * XB_LANES; e0 += 256 * 8) {
+		uint8_t b8[8];
+#pragma unroll
+		for (int u = 0; u < 8; u++) {
+			int e = e0 + 256 * u, r = e >> 5, l = e & 31;
+			b8[u] = (e < nr * XB_LANES && tb0 + l < rb) ?
+				__ldg(v.packed + (n0 + r) * rb + tb0 + l) : (uint8_t)121;
+		}
+#pragma unroll
+		for (int u = 0; u < 8; u++)
+			if (e0 + 256 * u < nr * XB_LANES) pk[e0 + 256 * u] = b8[u];
 	}
-	for (int e = tid; e < nr * ngt; e += 256) {
-		int r = e / ngt, j = e - r * ngt;
-		ek[e] = gt0 + j < v.groups ? v.E[(n0 + r) * v.groups + gt0 + j] : (int8_t)0;
+	for (int e0 = tid; e0 < nr * ngt; e0 += 256 * 8) {
+		int8_t x8[8];
+#pragma unroll
+		for (int u = 0; u < 8; u++) {
+			int e = e0 + 256 * u, r = e / ngt, j = e - r * ngt;
+			x8[u] = (e < nr * ngt && gt0 + j < v.groups) ?
+				v.E[(n0 + r) * v.groups + gt0 + j] : (int8_t)0;
+		}
+#pragma unroll
+		for (int u = 0; u < 8; u++)
+			if (e0 + 256 * u < nr * ngt) ek[e0 + 256 * u] = x8[u];
 	}
 	const int64_t k0 = b * 5;
 	const int glo = (int)(k0 / v.gs);
@@ -1128,12 +1213,24 @@ __global__ void __launch_bounds__(256) skinny_bwdx_kernel(tern_view v, const flo
 	const int64_t kb = (int64_t)(glo + 1) * v.gs;        /* first k of group ghi */
 	const int64_t kt0 = tb0 * 5;
 	const int nkt = XB_LANES * 5;
-	for (int mc = 0; mc < M; mc += XB_MT) {
+	for (int mc = blockIdx.z * XB_MT; mc < M; mc += gridDim.z * XB_MT) {
 		const int mm = M - mc < XB_MT ? M - mc : XB_MT;
 		__syncthreads();
-		for (int e = tid; e < XB_MT * nr; e += 256) {
-			int m = e / nr, r = e - m * nr;
-			ds[m * rpc + r] = m < mm ? __ldg(dy + (int64_t)(mc + m) * N + n0 + r) : 0.0f;
+		for (int e0 = tid; e0 < XB_MT * nr; e0 += 256 * 8) {
+			float d8[8];
+#pragma unroll
+			for (int u = 0; u < 8; u++) {
+				int e = e0 + 256 * u, m = e / nr, r = e - m * nr;
+				d8[u] = (e < XB_MT * nr && m < mm) ?
+					__ldg(dy + (int64_t)(mc + m) * N + n0 + r) : 0.0f;
+			}
+#pragma unroll
+			for (int u = 0; u < 8; u++) {
+				int e = e0 + 256 * u;
+				if (e >= XB_MT * nr) break;
+				int m = e / nr, r = e - m * nr;
+				ds[m * rpc + r] = d8[u];
+			}
 		}
 		__syncthreads();
 		float a[XB_MT][5];
@@ -1169,19 +1266,37 @@ __global__ void __launch_bounds__(256) skinny_bwdx_kernel(tern_view v, const flo
 				}
 			}
 		}
-		/* warp 0 stores, warps 1..7 add in order */
-		for (int wv = 0; wv < XB_WARPS; wv++) {
-			if (warp == wv) {
+		/* the 8 warps' sums added as a tree in a fixed order, ((w0 + w4) +
+		 * (w2 + w6)) + ((w1 + w5) + (w3 + w7)), through 4 shared buffers:
+		 * 3 rounds instead of 8 (h14 ncu: the in-order chain was most of
+		 * the kernel at 8 rows per warp) */
+		const int RS = XB_LANES * (XB_MT * 5 + 1); /* one buffer */
+		for (int h = 4; h >= 1; h >>= 1) {
+			if (warp >= h && warp < 2 * h) {
+				float *o = red + (warp - h) * RS + lane * (XB_MT * 5 + 1);
 #pragma unroll
 				for (int m = 0; m < XB_MT; m++)
 #pragma unroll
-					for (int j = 0; j < 5; j++) {
-						float *o = red + lane * (XB_MT * 5 + 1) + m * 5 + j;
-						*o = wv ? *o + a[m][j] : a[m][j];
-					}
+					for (int j = 0; j < 5; j++) o[m * 5 + j] = a[m][j];
+			}
+			__syncthreads();
+			if (warp < h) {
+				const float *o = red + warp * RS + lane * (XB_MT * 5 + 1);
+#pragma unroll
+				for (int m = 0; m < XB_MT; m++)
+#pragma unroll
+					for (int j = 0; j < 5; j++) a[m][j] += o[m * 5 + j];
 			}
 			__syncthreads();
 		}
+		if (warp == 0) {
+			float *o = red + lane * (XB_MT * 5 + 1);
+#pragma unroll
+			for (int m = 0; m < XB_MT; m++)
+#pragma unroll
+				for (int j = 0; j < 5; j++) o[m * 5 + j] = a[m][j];
+		}
+		__syncthreads();
 		for (int e = tid; e < mm * nkt; e += 256) {
 			int m = e / nkt, kl = e - m * nkt;
 			int64_t k = kt0 + kl;
@@ -1222,10 +1337,15 @@ static int skinny_backward_x(arb_backend *be, const tern_view &v, const float *d
 	cuda_priv *p = cuda_get_priv(be);
 	const int64_t N = v.rows, K = v.cols;
 	const int64_t tiles = (v.row_bytes + XB_LANES - 1) / XB_LANES;
-	/* about two CTAs per SM, at least 64 rows (8 per warp) a chunk, the
+	/* about two CTAs per SM, at least 32 rows (4 per warp) a chunk, the
 	 * partial sums at most 16M floats */
-	int64_t S = (2 * (int64_t)p->sms + tiles - 1) / tiles;
-	int64_t smax = (N + 63) / 64;
+	/* 16-row chunks of dy over grid.z when the columns and row chunks alone
+	 * give too few CTAs (the low-rank products: K of 128, M of 128) */
+	int64_t Z = (2 * (int64_t)p->sms + tiles - 1) / tiles;
+	if (Z > (M + XB_MT - 1) / XB_MT) Z = (M + XB_MT - 1) / XB_MT;
+	if (Z < 1) Z = 1;
+	int64_t S = (2 * (int64_t)p->sms + tiles * Z - 1) / (tiles * Z);
+	int64_t smax = (N + 31) / 32; /* at least 32 rows (4 per warp) a chunk */
 	if (S > smax) S = smax;
 	while (S > 1 && S * M * K > ((int64_t)1 << 24)) S /= 2;
 	if (S < 1) S = 1;
@@ -1238,7 +1358,7 @@ static int skinny_backward_x(arb_backend *be, const tern_view &v, const float *d
 	int ngt = (int)(span < v.groups ? span : v.groups);
 	unsigned int *cnt = NULL;
 	float *part = S > 1 ? cuda_split_ws(be, S * M * K, &cnt, 1) : NULL;
-	dim3 grid((unsigned)tiles, (unsigned)S);
+	dim3 grid((unsigned)tiles, (unsigned)S, (unsigned)Z);
 	skinny_bwdx_kernel<<<grid, 256, xb_smem(rpc, ngt)>>>(v, dy, dx, (int)M, accumulate,
 							      (int)rpc, ngt, part);
 	CK_LAUNCH(skinny_bwdx);
@@ -1285,6 +1405,173 @@ static void gs_launch(const __nv_bfloat16 *A, const __nv_bfloat16 *B, int64_t I,
 }
 
 /* ---------------------------------------------------------------------------
+ * direct sign vote for few rows (M <= DV_MMAX, or a small dW): no bf16
+ * transposes, no 128 x 128 tile. A CTA owns DV_ROWS weight rows x DV_K
+ * columns; it stages x[:, k-tile] and dy[:, n-tile] in shared memory
+ * (DV_MC rows of M at a time), lane l of warp w sums dW for the 4 columns
+ * 4l..4l+3 of rows w, w+8, ... in fp32 (m in order), then updates T_accum
+ * and the per-group scores like vote_sign_epilogue. fp32 products: exact for
+ * the dyadic test inputs, at least as close to the CPU reference as the bf16
+ * tile GEMM elsewhere. */
+#define DV_K 128
+#define DV_ROWS 16 /* h14: 64 rows gave 128 CTAs for a 1M-weight tensor, 0.5 waves */
+#define DV_MC 32
+#define DV_RPW (DV_ROWS / 8)
+
+__global__ void __launch_bounds__(256) vote_direct_kernel(const float *x, const float *dy,
+	int M, int64_t N, int64_t K, EpArgs ep)
+{
+	__shared__ __align__(16) float xs[DV_MC][DV_K];
+	__shared__ float ds[DV_MC][DV_ROWS];
+	__shared__ int sc[DV_ROWS * SC_G];
+	const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+	const int64_t k0 = (int64_t)blockIdx.x * DV_K, n0 = (int64_t)blockIdx.y * DV_ROWS;
+	if (ep.score)
+		for (int e = tid; e < DV_ROWS * SC_G; e += 256) sc[e] = 0;
+	float acc[DV_RPW][4];
+#pragma unroll
+	for (int i = 0; i < DV_RPW; i++)
+#pragma unroll
+		for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
+	for (int mc = 0; mc < M; mc += DV_MC) {
+		const int mm = M - mc < DV_MC ? M - mc : DV_MC;
+		__syncthreads();
+		/* 8 loads in flight per thread before the shared-memory stores */
+		/* rows m < mm only: the sums below read no others */
+		for (int e0 = tid; e0 < mm * DV_K; e0 += 256 * 8) {
+			float v[8];
+#pragma unroll
+			for (int u = 0; u < 8; u++) {
+				int e = e0 + 256 * u, m = e / DV_K, kk = e % DV_K;
+				v[u] = (e < mm * DV_K && k0 + kk < K) ?
+					__ldg(x + (int64_t)(mc + m) * K + k0 + kk) : 0.0f;
+			}
+#pragma unroll
+			for (int u = 0; u < 8; u++) {
+				int e = e0 + 256 * u;
+				if (e < mm * DV_K) xs[e / DV_K][e % DV_K] = v[u];
+			}
+		}
+		for (int e0 = tid; e0 < mm * DV_ROWS; e0 += 256 * 8) {
+			float v[8];
+#pragma unroll
+			for (int u = 0; u < 8; u++) {
+				int e = e0 + 256 * u, m = e / DV_ROWS, r = e % DV_ROWS;
+				v[u] = (e < mm * DV_ROWS && n0 + r < N) ?
+					__ldg(dy + (int64_t)(mc + m) * N + n0 + r) : 0.0f;
+			}
+#pragma unroll
+			for (int u = 0; u < 8; u++) {
+				int e = e0 + 256 * u;
+				if (e < mm * DV_ROWS) ds[e / DV_ROWS][e % DV_ROWS] = v[u];
+			}
+		}
+		__syncthreads();
+		for (int m = 0; m < mm; m++) {
+			const float4 xv = *(const float4 *)&xs[m][4 * lane];
+#pragma unroll
+			for (int i = 0; i < DV_RPW; i++) {
+				const float d = ds[m][warp + 8 * i];
+				acc[i][0] = fmaf(d, xv.x, acc[i][0]);
+				acc[i][1] = fmaf(d, xv.y, acc[i][1]);
+				acc[i][2] = fmaf(d, xv.z, acc[i][2]);
+				acc[i][3] = fmaf(d, xv.w, acc[i][3]);
+			}
+		}
+	}
+	const int64_t kq = k0 + 4 * lane;
+	const int nk = kq >= K ? 0 : (K - kq < 4 ? (int)(K - kq) : 4);
+	const int g0 = (int)(k0 / ep.gs);
+	const int64_t kb0 = kq / 5;
+	const int d0 = (int)(kq - 5 * kb0);
+	const int gl0 = (int)(kq / ep.gs) - g0;
+	const int64_t kbound = (int64_t)(gl0 + g0 + 1) * ep.gs;
+	/* all T_accum bytes and packed trits of the thread's rows in flight */
+	const int vec = (K & 3) == 0 && nk == 4 && ((uintptr_t)ep.T & 3) == 0;
+	int8_t tv[DV_RPW][4];
+	uint32_t pk[DV_RPW];
+#pragma unroll
+	for (int i = 0; i < DV_RPW; i++) {
+		const int64_t n = n0 + warp + 8 * i;
+		pk[i] = 0;
+#pragma unroll
+		for (int b = 0; b < 4; b++) tv[i][b] = 0;
+		if (n >= N || !nk) continue;
+		const int64_t wi = n * K + kq;
+		if (vec) {
+			/* K % 4 == 0: the four accumulators are one aligned word */
+			uint32_t t4 = *(const uint32_t *)(ep.T + wi);
+#pragma unroll
+			for (int b = 0; b < 4; b++) tv[i][b] = (int8_t)(t4 >> (8 * b));
+		} else {
+#pragma unroll
+			for (int b = 0; b < 4; b++)
+				if (b < nk) tv[i][b] = ep.T[wi + b];
+		}
+		if (ep.score) {
+			const uint8_t *pb = ep.packed + n * ep.rb + kb0;
+			uint32_t lo = pb[0];
+			uint32_t hi = (d0 + nk > 5) ? pb[1] : 121u;
+			pk[i] = lo | (hi << 8);
+		}
+	}
+#pragma unroll
+	for (int i = 0; i < DV_RPW; i++) {
+		const int il = warp + 8 * i;
+		const int64_t n = n0 + il;
+		if (n >= N || !nk) continue;
+		const int64_t wi = n * K + kq;
+		int s0 = 0, s1 = 0, ch = 0;
+#pragma unroll
+		for (int b = 0; b < 4; b++) {
+			if (b >= nk) continue;
+			const float d = acc[i][b];
+			const int s = (d > 0.0f) - (d < 0.0f);
+			if (!s) continue;
+			const int8_t nt = accum_sub(tv[i][b], ep.step * s);
+			ch |= nt != tv[i][b];
+			tv[i][b] = nt;
+			if (!vec) ep.T[wi + b] = nt;
+			if (ep.score) {
+				const int dg = d0 + b;
+				const uint32_t byte = dg < 5 ? (pk[i] & 0xffu) : (pk[i] >> 8);
+				const int t = trit_digit(byte, dg < 5 ? dg : dg - 5);
+				if (kq + b < kbound) s0 += s * t;
+				else s1 += s * t;
+			}
+		}
+		if (vec && ch)
+			*(uint32_t *)(ep.T + wi) = (uint32_t)(uint8_t)tv[i][0] |
+				((uint32_t)(uint8_t)tv[i][1] << 8) | ((uint32_t)(uint8_t)tv[i][2] << 16) |
+				((uint32_t)(uint8_t)tv[i][3] << 24);
+		if (s0) atomicAdd(&sc[il * SC_G + gl0], s0);
+		if (s1) atomicAdd(&sc[il * SC_G + gl0 + 1], s1);
+	}
+	if (ep.score) {
+		__syncthreads();
+		const int ng = ep.groups;
+		for (int e = tid; e < DV_ROWS * SC_G; e += 256) {
+			const int v = sc[e];
+			if (!v) continue;
+			const int64_t n = n0 + e / SC_G;
+			const int gg = g0 + e % SC_G;
+			if (n < N && gg < ng) atomicAdd(&ep.score[n * ng + gg], v);
+		}
+	}
+}
+
+/* the direct kernel for sign votes with few rows: its work is M multiply-adds
+ * per weight against the tile GEMM's fixed cost (two bf16 transposes and a
+ * 128 x 128 tile per CTA) */
+static int vote_direct_ok(int64_t M, int64_t N, int64_t K)
+{
+	/* h14 (bench_linear, M = 16): 4096 x 4096 direct 84.6 us vs tile GEMM
+	 * 59.5 us; the direct kernel is for small weights (the moe's, <= 1M) */
+	return !cuda_legacy("vote") && N * K <= ((int64_t)1 << 22) &&
+	       (M <= DV_MC || N * K * M <= ((int64_t)1 << 27));
+}
+
+/* ---------------------------------------------------------------------------
  * launchers */
 
 /* backward_x by the skinny kernel instead of the 128 x 128 tile GEMM: below
@@ -1304,7 +1591,11 @@ void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 	if (M <= 0) return;
 	tern_view v = tern_view_of(w);
 	int64_t N = w->rows, K = w->cols;
-	if (M > 16 && M < 64 && (skinny3_ok(v) || w->group_size % 16 == 0)) {
+	/* up to 256 tokens, while the tile GEMM would have few CTAs: the skinny
+	 * kernel over 16-token chunks (grid.z) */
+	if (M > 16 && (M < 64 || few_tiles(be, M, N)) && skinny3_forward(be, v, x, y, M, accumulate))
+		return;
+	if (M > 16 && M < 64 && w->group_size % 16 == 0) {
 		/* a few tokens more than the skinny kernels take: 16 rows at a
 		 * time (the weights stream once per 16 rows; the tile GEMM's
 		 * grid would be N / 128 CTAs) */
@@ -1411,6 +1702,12 @@ void cuda_linear_vote(arb_backend *be, arb_tern *w, const float *x, const float 
 		tc_gemm_kernel1<LoadCM, LoadCM, EP_VOTE><<<grid, 256>>>(la, lb, N, K, M, ep);
 		CK_LAUNCH(linear_vote);
 		if (sr) cuda_finalize_sumsq(ep.parts, nblk, &ws->sumsq, 1, NULL, 0);
+		return;
+	}
+	if (!sr && vote_direct_ok(M, N, K)) {
+		dim3 dg(cdiv(K, DV_K), cdiv(N, DV_ROWS));
+		vote_direct_kernel<<<dg, 256>>>(x, dy, (int)M, N, K, ep);
+		CK_LAUNCH(vote_direct);
 		return;
 	}
 	/* dy^T [N][ldp] and x^T [K][ldp] in bf16, then the pipelined GEMM */

@@ -161,9 +161,28 @@ static void c_upload(arb_backend *be, void *d, const void *s, size_t n)
 {
 	if (n) CK(cudaMemcpy(d, s, n, cudaMemcpyHostToDevice));
 }
+/* small downloads (a plugin's few statistics per call) go through a pinned
+ * bounce buffer: a pageable cudaMemcpy stages through the driver's own
+ * buffer and costs several microseconds more per call */
+#define BOUNCE_BYTES 65536
 static void c_download(arb_backend *be, void *d, const void *s, size_t n)
 {
-	if (n) CK(cudaMemcpy(d, s, n, cudaMemcpyDeviceToHost));
+	if (!n) return;
+	cuda_priv *p = cuda_get_priv(be);
+	if (n <= BOUNCE_BYTES && !p->bounce && !p->bounce_failed) {
+		if (cudaMallocHost(&p->bounce, BOUNCE_BYTES) != cudaSuccess) {
+			cudaGetLastError();
+			p->bounce = NULL;
+			p->bounce_failed = 1;
+		}
+	}
+	if (n <= BOUNCE_BYTES && p->bounce) {
+		CK(cudaMemcpyAsync(p->bounce, s, n, cudaMemcpyDeviceToHost, 0));
+		CK(cudaStreamSynchronize(0));
+		memcpy(d, p->bounce, n);
+		return;
+	}
+	CK(cudaMemcpy(d, s, n, cudaMemcpyDeviceToHost));
 }
 static void c_copy(arb_backend *be, void *d, const void *s, size_t n)
 {
@@ -898,16 +917,15 @@ static void step_launch(arb_tern *w, const arb_step *p)
 	}
 }
 
-/* host bookkeeping of one step from the copy h of the tensor's ws_dev, and
- * the workspace zeroed for the next step (stream-ordered after the copy) */
+/* host bookkeeping of one step from the host copy h of the tensor's ws_dev
+ * (ws_collect_kernel has already zeroed the device workspace for the next
+ * step) */
 static void step_finish(arb_tern *w, const tern_ws *h, arb_step_stats *st)
 {
 	if (st) memset(st, 0, sizeof *st);
-	tern_ws *ws = (tern_ws *)w->ws_dev;
 	if (!w->T_accum) {
 		/* frozen: nothing moved; its zeros */
 		if (st) st->zeros = (int64_t)h->stats[5];
-		CK(cudaMemsetAsync(ws->stats, 0, sizeof ws->stats, 0));
 		return;
 	}
 	if (st) {
@@ -922,47 +940,100 @@ static void step_finish(arb_tern *w, const tern_ws *h, arb_step_stats *st)
 	double sumsq = h->sumsq + w->sumsq;
 	if (sumsq > 0.0) w->rms_log2 = (int8_t)arb_rms_log2(sumsq, w->rows * w->cols);
 	w->sumsq = 0.0;
-	CK(cudaMemsetAsync(ws, 0, offsetof(tern_ws, cand) + sizeof ws->cand, 0));
 }
 
-static void c_tern_step(arb_backend *be, arb_tern *w, const arb_step *p,
-			arb_step_stats *st)
+/* the workspaces of up to WS_BATCH tensors copied into mapped pinned host
+ * memory and zeroed for the next step, by one kernel (instead of a copy and
+ * a memset per tensor): ws->stats, sumsq, measured and cand are zero between
+ * steps; a frozen tensor's workspace only ever holds stats */
+#define WS_BATCH 32
+struct ws_batch {
+	tern_ws *src[WS_BATCH];
+	int frozen[WS_BATCH];
+	int n;
+};
+__global__ void ws_collect_kernel(ws_batch b, tern_ws *dst)
 {
-	(void)be;
-	step_launch(w, p);
-	tern_ws h;
-	CK(cudaMemcpy(&h, w->ws_dev, sizeof h, cudaMemcpyDeviceToHost));
-	step_finish(w, &h, st);
+	const int i = blockIdx.x;
+	if (i >= b.n || threadIdx.x != 0) return;
+	tern_ws *w = b.src[i];
+	dst[i] = *w;
+	for (int j = 0; j < 6; j++) w->stats[j] = 0;
+	if (!b.frozen[i]) {
+		w->sumsq = 0.0;
+		w->measured = 0.0;
+		w->cand = 0;
+	}
 }
 
-/* n steps, one wait: every tensor's kernels, then one asynchronous copy of
- * each workspace into pinned host memory, one stream synchronisation and the
- * host bookkeeping in order (the same results as n c_tern_step calls) */
+/* the pinned host copies of n workspaces; 0 if they cannot be had */
+static int hws_reserve(cuda_priv *pv, int n)
+{
+	if (n <= pv->hws_n) return 1;
+	if (pv->hws) { CK(cudaDeviceSynchronize()); CK(cudaFreeHost(pv->hws)); }
+	pv->hws = NULL;
+	pv->hws_dev = NULL;
+	pv->hws_n = 0;
+	int m = n < 64 ? 64 : n;
+	if (cudaHostAlloc((void **)&pv->hws, (size_t)m * sizeof(tern_ws),
+			  cudaHostAllocMapped) != cudaSuccess ||
+	    cudaHostGetDevicePointer((void **)&pv->hws_dev, pv->hws, 0) != cudaSuccess) {
+		cudaGetLastError();
+		if (pv->hws) cudaFreeHost(pv->hws);
+		pv->hws = NULL;
+		pv->hws_dev = NULL;
+		return 0;
+	}
+	pv->hws_n = m;
+	return 1;
+}
+
+/* n steps, one wait: every tensor's kernels, one kernel per WS_BATCH tensors
+ * that copies their workspaces to mapped host memory and zeroes them, one
+ * stream synchronisation, then the host bookkeeping in order */
 static void c_tern_step_many(arb_backend *be, arb_tern *const *w, const arb_step *p, int n,
 			     arb_step_stats *st)
 {
 	if (n <= 0) return;
 	cuda_priv *pv = cuda_get_priv(be);
-	if (n > pv->hws_n) {
-		if (pv->hws) { CK(cudaDeviceSynchronize()); CK(cudaFreeHost(pv->hws)); }
-		pv->hws = NULL;
-		pv->hws_n = 0;
-		int m = n < 64 ? 64 : n;
-		if (cudaMallocHost((void **)&pv->hws, (size_t)m * sizeof(tern_ws)) != cudaSuccess) {
-			cudaGetLastError();
-			pv->hws = NULL;
-			for (int i = 0; i < n; i++) c_tern_step(be, w[i], &p[i], st ? &st[i] : NULL);
-			return;
+	if (!hws_reserve(pv, n)) {
+		/* no pinned memory: a blocking copy per tensor */
+		for (int i = 0; i < n; i++) {
+			step_launch(w[i], &p[i]);
+			tern_ws h;
+			CK(cudaMemcpy(&h, w[i]->ws_dev, sizeof h, cudaMemcpyDeviceToHost));
+			tern_ws *ws = (tern_ws *)w[i]->ws_dev;
+			if (w[i]->T_accum)
+				CK(cudaMemset(ws, 0, offsetof(tern_ws, cand) + sizeof ws->cand));
+			else
+				CK(cudaMemset(ws->stats, 0, sizeof ws->stats));
+			step_finish(w[i], &h, st ? &st[i] : NULL);
 		}
-		pv->hws_n = m;
+		return;
 	}
+	ws_batch b;
+	b.n = 0;
+	int first = 0;
 	for (int i = 0; i < n; i++) {
 		step_launch(w[i], &p[i]);
-		CK(cudaMemcpyAsync(&pv->hws[i], w[i]->ws_dev, sizeof(tern_ws),
-				   cudaMemcpyDeviceToHost, 0));
+		b.src[b.n] = (tern_ws *)w[i]->ws_dev;
+		b.frozen[b.n] = w[i]->T_accum == NULL;
+		b.n++;
+		if (b.n == WS_BATCH || i == n - 1) {
+			ws_collect_kernel<<<b.n, 32>>>(b, pv->hws_dev + first);
+			CK_LAUNCH(ws_collect);
+			first = i + 1;
+			b.n = 0;
+		}
 	}
 	CK(cudaStreamSynchronize(0));
 	for (int i = 0; i < n; i++) step_finish(w[i], &pv->hws[i], st ? &st[i] : NULL);
+}
+
+static void c_tern_step(arb_backend *be, arb_tern *w, const arb_step *p,
+			arb_step_stats *st)
+{
+	c_tern_step_many(be, &w, p, 1, st);
 }
 
 /* ---------------------------------------------------------------------------
@@ -1317,7 +1388,7 @@ static double c_sum(arb_backend *be, const float *x, int64_t n)
 	CK_LAUNCH(sum);
 	cuda_finalize_sumsq(parts, SUM_BLOCKS, parts + SUM_BLOCKS, 0, NULL, 0);
 	double h = 0.0;
-	CK(cudaMemcpy(&h, parts + SUM_BLOCKS, sizeof h, cudaMemcpyDeviceToHost));
+	c_download(be, &h, parts + SUM_BLOCKS, sizeof h);
 	return h;
 }
 __global__ void finite_kernel1(const float *x, int64_t n, int *flag)
@@ -1335,7 +1406,7 @@ static int c_all_finite(arb_backend *be, const float *x, int64_t n)
 	finite_kernel1<<<grid_for(n, 256), 256>>>(x, n, p->flag);
 	CK_LAUNCH(all_finite);
 	int h = 1;
-	CK(cudaMemcpy(&h, p->flag, sizeof h, cudaMemcpyDeviceToHost));
+	c_download(be, &h, p->flag, sizeof h);
 	return !h;
 }
 
