@@ -176,6 +176,15 @@ int main(void)
 						 CUBLAS_GEMM_DEFAULT));
 			}, 5);
 			line("vote", M, N, K, ours, cub, M == 4096 ? 0.7 : 0.0);
+			if (M == 16) {
+				/* ARB_CUDA_LEGACY=vote (bf16 tile GEMM), same run: A/B */
+				setenv("ARB_CUDA_LEGACY", "vote", 1);
+				double old_us = time_us([&](int i) {
+					be->linear_vote(be, &ws[0], x, dy, M, &v);
+				}, 5);
+				unsetenv("ARB_CUDA_LEGACY");
+				line("voteold", M, N, K, old_us, cub, 0.0);
+			}
 		}
 		for (int i = 0; i < nours; i++) be->tern_free(be, &ws[i]);
 		for (int i = 0; i < ncub; i++) CKC(cudaFree(wb[i]));

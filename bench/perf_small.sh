@@ -1,6 +1,7 @@
 #!/bin/sh
 # bench/perf_small.sh -- one device call for the small-batch path: build for
-# sm_90a, the GPU test suite, bench_moe, bench_linear, then ncu kernel
+# sm_90a, the GPU test suite, bench_moe (and its small shapes with each newer
+# kernel family off: ARB_CUDA_LEGACY A/B lines), bench_linear, then ncu kernel
 # durations of the moe small shape aggregated per kernel name (top 30, so
 # that the output comes back as text). Needs .device-debs.
 set -u
@@ -23,13 +24,18 @@ grep -E "^[0-9]+%" "$OUT/check.log"; grep -E ":[FE]:" "$OUT/check.log" | head -2
 fi
 st bench_moe
 ARB_BENCH_BUILD=$B timeout 100 $B/bench/bench_moe > "$OUT/bench_moe.log" 2>&1; echo "rc=$?"; grep -v "^#" "$OUT/bench_moe.log"
+# A/B in the same call: the small shapes with each newer kernel family off
+for lg in vote step skinny; do
+	echo "-- ARB_CUDA_LEGACY=$lg"
+	ARB_CUDA_LEGACY=$lg ARB_BENCH_ONLY=small ARB_BENCH_BUILD=$B timeout 60 $B/bench/bench_moe 2>&1 | grep "shape=small "
+done
 st bench_linear
 timeout 120 $B/bench/bench_linear > "$OUT/bench_linear.log" 2>&1; echo "rc=$?"; grep -E "M=1 |M=16 |step|bwd_x|vote" "$OUT/bench_linear.log"
 if [ -z "${SKIP_NCU:-}" ]; then
 st ncu
 # one steady iteration's worth of kernels of the dense small shape: skip the
 # first 3000 launches (first iterations), take 400
-ARB_BENCH_ONLY=small ARB_BENCH_BUILD=$B timeout 120 ncu --clock-control none \
+ARB_BENCH_ONLY=small ARB_BENCH_BUILD=$B timeout 120 ncu --clock-control none --cache-control none \
 	--metrics gpu__time_duration.sum --csv --launch-skip ${NCU_SKIP:-3000} \
 	--launch-count ${NCU_N:-400} $B/bench/bench_moe > "$OUT/ncu.csv" 2> "$OUT/ncu.err"
 echo "ncu rc=$?"
@@ -41,7 +47,7 @@ h = rows[0]; ki = h.index("Kernel Name"); vi = h.index("Metric Value"); ui = h.i
 tot = collections.defaultdict(float); cnt = collections.Counter()
 for r in rows[1:]:
     v = float(r[vi].replace(",", "")); u = r[ui]
-    us = v / 1000.0 if u == "nsecond" else (v if u == "usecond" else v * 1000.0)
+    us = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}[u] * v
     name = r[ki].split("(")[0][:60]
     tot[name] += us; cnt[name] += 1
 s = sum(tot.values())
