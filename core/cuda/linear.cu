@@ -1413,6 +1413,27 @@ static void gs_launch(const __nv_bfloat16 *A, const __nv_bfloat16 *B, int64_t I,
  * and the per-group scores like vote_sign_epilogue. fp32 products: exact for
  * the dyadic test inputs, at least as close to the CPU reference as the bf16
  * tile GEMM elsewhere. */
+/* dst[r][c] = src[r * ld + c0 + c] (0 where c0 + c >= cmax) for r < rows,
+ * c < COLS, by a 256-thread CTA with 8 loads in flight per thread before
+ * the shared-memory stores (the staging is latency bound) */
+template <int COLS>
+__device__ __forceinline__ void stage_rows(float *dst, const float *src, int64_t ld, int rows,
+					   int64_t c0, int64_t cmax)
+{
+	const int n = rows * COLS;
+	for (int e0 = threadIdx.x; e0 < n; e0 += 256 * 8) {
+		float v[8];
+#pragma unroll
+		for (int u = 0; u < 8; u++) {
+			const int e = e0 + 256 * u, r = e / COLS, c = e % COLS;
+			v[u] = (e < n && c0 + c < cmax) ? __ldg(src + (int64_t)r * ld + c0 + c) : 0.0f;
+		}
+#pragma unroll
+		for (int u = 0; u < 8; u++)
+			if (e0 + 256 * u < n) dst[e0 + 256 * u] = v[u];
+	}
+}
+
 #define DV_K 128
 #define DV_ROWS 16 /* h14: 64 rows gave 128 CTAs for a 1M-weight tensor, 0.5 waves */
 #define DV_MC 32
@@ -1436,36 +1457,9 @@ __global__ void __launch_bounds__(256) vote_direct_kernel(const float *x, const 
 	for (int mc = 0; mc < M; mc += DV_MC) {
 		const int mm = M - mc < DV_MC ? M - mc : DV_MC;
 		__syncthreads();
-		/* 8 loads in flight per thread before the shared-memory stores */
 		/* rows m < mm only: the sums below read no others */
-		for (int e0 = tid; e0 < mm * DV_K; e0 += 256 * 8) {
-			float v[8];
-#pragma unroll
-			for (int u = 0; u < 8; u++) {
-				int e = e0 + 256 * u, m = e / DV_K, kk = e % DV_K;
-				v[u] = (e < mm * DV_K && k0 + kk < K) ?
-					__ldg(x + (int64_t)(mc + m) * K + k0 + kk) : 0.0f;
-			}
-#pragma unroll
-			for (int u = 0; u < 8; u++) {
-				int e = e0 + 256 * u;
-				if (e < mm * DV_K) xs[e / DV_K][e % DV_K] = v[u];
-			}
-		}
-		for (int e0 = tid; e0 < mm * DV_ROWS; e0 += 256 * 8) {
-			float v[8];
-#pragma unroll
-			for (int u = 0; u < 8; u++) {
-				int e = e0 + 256 * u, m = e / DV_ROWS, r = e % DV_ROWS;
-				v[u] = (e < mm * DV_ROWS && n0 + r < N) ?
-					__ldg(dy + (int64_t)(mc + m) * N + n0 + r) : 0.0f;
-			}
-#pragma unroll
-			for (int u = 0; u < 8; u++) {
-				int e = e0 + 256 * u;
-				if (e < mm * DV_ROWS) ds[e / DV_ROWS][e % DV_ROWS] = v[u];
-			}
-		}
+		stage_rows<DV_K>(&xs[0][0], x + (int64_t)mc * K, K, mm, k0, K);
+		stage_rows<DV_ROWS>(&ds[0][0], dy + (int64_t)mc * N, N, mm, n0, N);
 		__syncthreads();
 		for (int m = 0; m < mm; m++) {
 			const float4 xv = *(const float4 *)&xs[m][4 * lane];
