@@ -137,6 +137,97 @@ struct EpArgs {
 
 #define SC_G 34 /* groups a 128-wide tile can touch (gs >= 4) */
 
+/* the sign-vote update of one lane: the 4 consecutive weights k0..k0+3 of a
+ * row (fewer at the row's end), shared by the tile epilogue and the direct
+ * kernel. vote_geom: what the lane's columns need; vote_load: the row's
+ * accumulators and packed trits (issued for several rows before any
+ * vote_apply, so that the loads overlap); vote_apply: T_accum -= step * s,
+ * written back (one aligned word when vec), the score contributions added
+ * to the row's shared-memory group counters (at most two groups). */
+struct vote_geom {
+	int64_t k0, kb0, kbound;
+	int nk, d0, g0, gl0, vec;
+};
+__device__ __forceinline__ vote_geom vote_geom_of(const EpArgs &ep, int64_t kt0, int64_t k0,
+						  int64_t J)
+{
+	vote_geom q;
+	q.k0 = k0;
+	q.nk = k0 >= J ? 0 : (J - k0 < 4 ? (int)(J - k0) : 4);
+	q.g0 = (int)(kt0 / ep.gs);
+	q.kb0 = k0 / 5;
+	q.d0 = (int)(k0 - 5 * q.kb0);                          /* digit of k0 in byte kb0 */
+	q.gl0 = (int)(k0 / ep.gs) - q.g0;
+	q.kbound = (int64_t)(q.gl0 + q.g0 + 1) * ep.gs;        /* first k of the next group */
+	q.vec = (J & 3) == 0 && q.nk == 4 && ((uintptr_t)ep.T & 3) == 0;
+	return q;
+}
+__device__ __forceinline__ void vote_load(const EpArgs &ep, const vote_geom &q, int64_t n,
+					  int64_t J, int8_t *tv, uint32_t *pk)
+{
+	const int64_t wi = n * J + q.k0;
+	if (q.vec) {
+		/* J % 4 == 0: the four accumulators are one aligned word */
+		uint32_t t4 = *(const uint32_t *)(ep.T + wi);
+#pragma unroll
+		for (int b = 0; b < 4; b++) tv[b] = (int8_t)(t4 >> (8 * b));
+	} else {
+#pragma unroll
+		for (int b = 0; b < 4; b++)
+			if (b < q.nk) tv[b] = ep.T[wi + b];
+	}
+	if (ep.score) {
+		const uint8_t *pb = ep.packed + n * ep.rb + q.kb0;
+		uint32_t lo = pb[0];
+		uint32_t hi = (q.d0 + q.nk > 5) ? pb[1] : 121u;
+		*pk = lo | (hi << 8);
+	}
+}
+__device__ __forceinline__ void vote_apply(const EpArgs &ep, const vote_geom &q, int64_t n,
+					   int64_t J, const int *sg, int8_t *tv, uint32_t pk,
+					   int *sc_row)
+{
+	const int64_t wi = n * J + q.k0;
+	int s0 = 0, s1 = 0, ch = 0;
+#pragma unroll
+	for (int b = 0; b < 4; b++) {
+		if (b >= q.nk) continue;
+		const int s = sg[b];
+		if (!s) continue;
+		const int8_t nt = accum_sub(tv[b], ep.step * s);
+		ch |= nt != tv[b];
+		tv[b] = nt;
+		if (!q.vec) ep.T[wi + b] = nt;
+		if (ep.score) {
+			const int dg = q.d0 + b;
+			const uint32_t byte = dg < 5 ? (pk & 0xffu) : (pk >> 8);
+			const int t = trit_digit(byte, dg < 5 ? dg : dg - 5);
+			if (q.k0 + b < q.kbound) s0 += s * t;
+			else s1 += s * t;
+		}
+	}
+	if (q.vec && ch)
+		*(uint32_t *)(ep.T + wi) = (uint32_t)(uint8_t)tv[0] | ((uint32_t)(uint8_t)tv[1] << 8) |
+			((uint32_t)(uint8_t)tv[2] << 16) | ((uint32_t)(uint8_t)tv[3] << 24);
+	if (s0) atomicAdd(&sc_row[q.gl0], s0);
+	if (s1) atomicAdd(&sc_row[q.gl0 + 1], s1);
+}
+/* the shared-memory group counters of ROWS rows (from row n0, group g0) into
+ * the tensor's score, one global atomic per nonzero counter */
+__device__ __forceinline__ void vote_flush(const EpArgs &ep, const int *sc, int rows, int64_t n0,
+					   int g0, int64_t N)
+{
+	__syncthreads();
+	const int ng = ep.groups;
+	for (int e = threadIdx.x; e < rows * SC_G; e += blockDim.x) {
+		const int v = sc[e];
+		if (!v) continue;
+		const int64_t n = n0 + e / SC_G;
+		const int gg = g0 + e % SC_G;
+		if (n < N && gg < ng) atomicAdd(&ep.score[n * ng + gg], v);
+	}
+}
+
 /* Sign-vote epilogue of a 128 x 128 tile (both tile GEMMs, kind SIGN): the
  * signs go to shared memory first, then each warp walks 16 rows of the tile
  * with lane l on the 4 consecutive weights 4l..4l+3 of a row, loading the
@@ -167,72 +258,28 @@ __device__ __forceinline__ void vote_sign_epilogue(const float (&acc)[4][4][4],
 	if (ep.score)
 		for (int e = tid; e < BM * SC_G; e += 256) sc[e] = 0;
 	__syncthreads();
-	const int g0 = (int)(j0 / ep.gs);
-	const int64_t k0 = j0 + 4 * lane;
-	const int nk = k0 >= J ? 0 : (J - k0 < 4 ? (int)(J - k0) : 4);
-	const int64_t kb0 = k0 / 5;
-	const int d0 = (int)(k0 - 5 * kb0);                    /* digit of k0 in byte kb0 */
-	const int gl0 = (int)(k0 / ep.gs) - g0;
-	const int64_t kbound = (int64_t)(gl0 + g0 + 1) * ep.gs; /* first k of the next group */
+	const vote_geom vg = vote_geom_of(ep, j0, j0 + 4 * lane, J);
 	for (int r0 = 0; r0 < 16; r0 += 8) {
 		int8_t tv[8][4];
 		uint32_t pk[8];
 #pragma unroll
 		for (int r = 0; r < 8; r++) {
-			const int il = warp * 16 + r0 + r;
-			const int64_t n = i0 + il;
+			const int64_t n = i0 + warp * 16 + r0 + r;
 			pk[r] = 0;
-#pragma unroll
-			for (int b = 0; b < 4; b++) tv[r][b] = 0;
-			if (n >= I || !nk) continue;
-			const int64_t wi = n * J + k0;
-#pragma unroll
-			for (int b = 0; b < 4; b++)
-				if (b < nk) tv[r][b] = ep.T[wi + b];
-			if (ep.score) {
-				const uint8_t *pb = ep.packed + n * ep.rb + kb0;
-				uint32_t lo = pb[0];
-				uint32_t hi = (d0 + nk > 5) ? pb[1] : 121u;
-				pk[r] = lo | (hi << 8);
-			}
+			if (n < I && vg.nk) vote_load(ep, vg, n, J, tv[r], &pk[r]);
 		}
 #pragma unroll
 		for (int r = 0; r < 8; r++) {
 			const int il = warp * 16 + r0 + r;
 			const int64_t n = i0 + il;
-			if (n >= I || !nk) continue;
-			const int64_t wi = n * J + k0;
-			int s0 = 0, s1 = 0;
+			if (n >= I || !vg.nk) continue;
+			int s4[4];
 #pragma unroll
-			for (int b = 0; b < 4; b++) {
-				if (b >= nk) continue;
-				int s = sg[il * EPS_LD + 4 * lane + b];
-				if (!s) continue;
-				tv[r][b] = accum_sub(tv[r][b], ep.step * s);
-				ep.T[wi + b] = tv[r][b];
-				if (ep.score) {
-					int dg = d0 + b;
-					uint32_t byte = dg < 5 ? (pk[r] & 0xffu) : (pk[r] >> 8);
-					int t = trit_digit(byte, dg < 5 ? dg : dg - 5);
-					if (k0 + b < kbound) s0 += s * t;
-					else s1 += s * t;
-				}
-			}
-			if (s0) atomicAdd(&sc[il * SC_G + gl0], s0);
-			if (s1) atomicAdd(&sc[il * SC_G + gl0 + 1], s1);
+			for (int b = 0; b < 4; b++) s4[b] = b < vg.nk ? sg[il * EPS_LD + 4 * lane + b] : 0;
+			vote_apply(ep, vg, n, J, s4, tv[r], pk[r], sc + il * SC_G);
 		}
 	}
-	if (ep.score) {
-		__syncthreads();
-		const int ng = ep.groups;
-		for (int e = tid; e < BM * SC_G; e += 256) {
-			int v = sc[e];
-			if (!v) continue;
-			int64_t n = i0 + e / SC_G;
-			int gg = g0 + e % SC_G;
-			if (n < I && gg < ng) atomicAdd(&ep.score[n * ng + gg], v);
-		}
-	}
+	if (ep.score) vote_flush(ep, sc, BM, i0, vg.g0, I);
 }
 
 /* grid: (cdiv(J,BN), cdiv(I,BM)); block 256 */
@@ -1473,85 +1520,30 @@ __global__ void __launch_bounds__(256) vote_direct_kernel(const float *x, const 
 			}
 		}
 	}
-	const int64_t kq = k0 + 4 * lane;
-	const int nk = kq >= K ? 0 : (K - kq < 4 ? (int)(K - kq) : 4);
-	const int g0 = (int)(k0 / ep.gs);
-	const int64_t kb0 = kq / 5;
-	const int d0 = (int)(kq - 5 * kb0);
-	const int gl0 = (int)(kq / ep.gs) - g0;
-	const int64_t kbound = (int64_t)(gl0 + g0 + 1) * ep.gs;
+	const vote_geom q = vote_geom_of(ep, k0, k0 + 4 * lane, K);
 	/* all T_accum bytes and packed trits of the thread's rows in flight */
-	const int vec = (K & 3) == 0 && nk == 4 && ((uintptr_t)ep.T & 3) == 0;
 	int8_t tv[DV_RPW][4];
 	uint32_t pk[DV_RPW];
 #pragma unroll
 	for (int i = 0; i < DV_RPW; i++) {
 		const int64_t n = n0 + warp + 8 * i;
 		pk[i] = 0;
-#pragma unroll
-		for (int b = 0; b < 4; b++) tv[i][b] = 0;
-		if (n >= N || !nk) continue;
-		const int64_t wi = n * K + kq;
-		if (vec) {
-			/* K % 4 == 0: the four accumulators are one aligned word */
-			uint32_t t4 = *(const uint32_t *)(ep.T + wi);
-#pragma unroll
-			for (int b = 0; b < 4; b++) tv[i][b] = (int8_t)(t4 >> (8 * b));
-		} else {
-#pragma unroll
-			for (int b = 0; b < 4; b++)
-				if (b < nk) tv[i][b] = ep.T[wi + b];
-		}
-		if (ep.score) {
-			const uint8_t *pb = ep.packed + n * ep.rb + kb0;
-			uint32_t lo = pb[0];
-			uint32_t hi = (d0 + nk > 5) ? pb[1] : 121u;
-			pk[i] = lo | (hi << 8);
-		}
+		if (n < N && q.nk) vote_load(ep, q, n, K, tv[i], &pk[i]);
 	}
 #pragma unroll
 	for (int i = 0; i < DV_RPW; i++) {
 		const int il = warp + 8 * i;
 		const int64_t n = n0 + il;
-		if (n >= N || !nk) continue;
-		const int64_t wi = n * K + kq;
-		int s0 = 0, s1 = 0, ch = 0;
+		if (n >= N || !q.nk) continue;
+		int s4[4];
 #pragma unroll
 		for (int b = 0; b < 4; b++) {
-			if (b >= nk) continue;
 			const float d = acc[i][b];
-			const int s = (d > 0.0f) - (d < 0.0f);
-			if (!s) continue;
-			const int8_t nt = accum_sub(tv[i][b], ep.step * s);
-			ch |= nt != tv[i][b];
-			tv[i][b] = nt;
-			if (!vec) ep.T[wi + b] = nt;
-			if (ep.score) {
-				const int dg = d0 + b;
-				const uint32_t byte = dg < 5 ? (pk[i] & 0xffu) : (pk[i] >> 8);
-				const int t = trit_digit(byte, dg < 5 ? dg : dg - 5);
-				if (kq + b < kbound) s0 += s * t;
-				else s1 += s * t;
-			}
+			s4[b] = (d > 0.0f) - (d < 0.0f);
 		}
-		if (vec && ch)
-			*(uint32_t *)(ep.T + wi) = (uint32_t)(uint8_t)tv[i][0] |
-				((uint32_t)(uint8_t)tv[i][1] << 8) | ((uint32_t)(uint8_t)tv[i][2] << 16) |
-				((uint32_t)(uint8_t)tv[i][3] << 24);
-		if (s0) atomicAdd(&sc[il * SC_G + gl0], s0);
-		if (s1) atomicAdd(&sc[il * SC_G + gl0 + 1], s1);
+		vote_apply(ep, q, n, K, s4, tv[i], pk[i], sc + il * SC_G);
 	}
-	if (ep.score) {
-		__syncthreads();
-		const int ng = ep.groups;
-		for (int e = tid; e < DV_ROWS * SC_G; e += 256) {
-			const int v = sc[e];
-			if (!v) continue;
-			const int64_t n = n0 + e / SC_G;
-			const int gg = g0 + e % SC_G;
-			if (n < N && gg < ng) atomicAdd(&ep.score[n * ng + gg], v);
-		}
-	}
+	if (ep.score) vote_flush(ep, sc, DV_ROWS, n0, q.g0, N);
 }
 
 /* the direct kernel for sign votes with few rows: its work is M multiply-adds
