@@ -44,16 +44,26 @@ import csv, sys, collections
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
 if not rows: print("no ncu rows"); sys.exit()
 h = rows[0]; ki = h.index("Kernel Name"); vi = h.index("Metric Value"); ui = h.index("Metric Unit")
+gi = h.index("Grid Size")
 tot = collections.defaultdict(float); cnt = collections.Counter()
+seq = []
 for r in rows[1:]:
+    name = r[ki].split("(")[0][:60]
     v = float(r[vi].replace(",", "")); u = r[ui]
     us = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}[u] * v
-    name = r[ki].split("(")[0][:60]
+    seq.append((name, us, r[gi]))
     tot[name] += us; cnt[name] += 1
 s = sum(tot.values())
 print("kernels %d, total %.1f us" % (sum(cnt.values()), s))
 for k, v in sorted(tot.items(), key=lambda x: -x[1])[:30]:
     print("%9.1f us %5d  %s" % (v, cnt[k], k))
+# one iteration in launch order: the launches after the first step's
+# workspace collection, up to the next
+c = [i for i, x in enumerate(seq) if x[0].startswith("ws_collect")]
+a, b = (c[0] + 1, c[1] + 1) if len(c) > 1 else (0, min(len(seq), 48))
+print("-- one iteration in launch order (us, grid)")
+for n, us, g in seq[a:b]:
+    print("%7.1f %-14s %s" % (us, g, n))
 PY
 fi
 st done

@@ -358,27 +358,22 @@ END_TEST
 /* tern_step_many: one batch on the GPU (one device wait) against the CPU
  * reference stepping the same tensors one by one: every tensor's state and
  * stats exactly equal, frozen and bigint included */
-START_TEST(test_step_many)
+typedef struct step_case { int64_t r, c; int gs, erule; uint32_t fl; int64_t cap; } step_case;
+
+static void run_step_many(const step_case *cs, int nt)
 {
-	enum { NT = 5 };
-	static const struct { int64_t r, c; int gs, erule; uint32_t fl; } cs[NT] = {
-		{ 45, 133, 4, ARB_ERULE_RESIDUAL, 0 },
-		{ 200, 320, 32, ARB_ERULE_RESIDUAL, 0 },
-		{ 20, 33, 4, ARB_ERULE_FROZEN, ARB_TERN_FROZEN },
-		{ 64, 100, 12, ARB_ERULE_BIGINT, 0 },
-		{ 7, 64, 64, ARB_ERULE_RESIDUAL, 0 },
-	};
-	pair ps[NT];
-	arb_tern *wd[NT];
-	arb_step sp[NT];
-	for (int i = 0; i < NT; i++) {
+	pair *ps = calloc((size_t)nt, sizeof *ps);
+	arb_tern **wd = calloc((size_t)nt, sizeof *wd);
+	arb_step *sp = calloc((size_t)nt, sizeof *sp);
+	arb_step_stats *sa = calloc((size_t)nt, sizeof *sa), *sb = calloc((size_t)nt, sizeof *sb);
+	for (int i = 0; i < nt; i++) {
 		pair_make(&ps[i], cs[i].r, cs[i].c, cs[i].gs, cs[i].erule, cs[i].fl,
 			  40 + i, cs[i].fl ? 0 : 2, 0);
 		wd[i] = &ps[i].d;
 	}
 	const int64_t M = 19;
 	for (int r = 0; r < 3; r++) {
-		for (int i = 0; i < NT; i++) {
+		for (int i = 0; i < nt; i++) {
 			if (cs[i].fl) continue;
 			int64_t N = cs[i].r, K = cs[i].c;
 			float *x = malloc((size_t)(M * K) * 4), *dy = malloc((size_t)(M * N) * 4);
@@ -386,7 +381,7 @@ START_TEST(test_step_many)
 			arb_test_fill_dyadic(dy, (size_t)(M * N), 400 + r * 10 + i);
 			float *dX = dup_to_gpu(x, (size_t)(M * K) * 4);
 			float *dDY = dup_to_gpu(dy, (size_t)(M * N) * 4);
-			arb_vote v = { .kind = i == 1 ? ARB_VOTE_SR : ARB_VOTE_SIGN, .step = 1,
+			arb_vote v = { .kind = i % 4 == 1 ? ARB_VOTE_SR : ARB_VOTE_SIGN, .step = 1,
 				       .sr_R = 2, .seed = 99, .t = (uint64_t)r };
 			cpu->linear_vote(cpu, &ps[i].h, x, dy, M, &v);
 			gpu->linear_vote(gpu, &ps[i].d, dX, dDY, M, &v);
@@ -395,16 +390,15 @@ START_TEST(test_step_many)
 			free(x);
 			free(dy);
 		}
-		for (int i = 0; i < NT; i++)
+		for (int i = 0; i < nt; i++)
 			sp[i] = (arb_step){ .threshold = 2 + i % 2, .reset_mode = i % 2,
 					    .order = (i / 2) % 2, .e_threshold = 2, .e_min = -8,
-					    .e_max = 2, .cap_ppm = i == 4 ? 30000 : 0, .seed = 7,
+					    .e_max = 2, .cap_ppm = cs[i].cap, .seed = 7,
 					    .t = (uint64_t)r };
-		arb_step_stats sa[NT], sb[NT];
-		for (int i = 0; i < NT; i++) cpu->tern_step(cpu, &ps[i].h, &sp[i], &sa[i]);
-		gpu->tern_step_many(gpu, wd, sp, NT, sb);
+		for (int i = 0; i < nt; i++) cpu->tern_step(cpu, &ps[i].h, &sp[i], &sa[i]);
+		gpu->tern_step_many(gpu, wd, sp, nt, sb);
 		int64_t flips = 0;
-		for (int i = 0; i < NT; i++) {
+		for (int i = 0; i < nt; i++) {
 			char ctx[96];
 			snprintf(ctx, sizeof ctx, "step_many round %d tensor %d", r, i);
 			cmp_stats(ctx, &sa[i], &sb[i]);
@@ -413,7 +407,44 @@ START_TEST(test_step_many)
 		}
 		ck_assert_msg(flips > 0, "round %d: test inputs produce no flips", r);
 	}
-	for (int i = 0; i < NT; i++) pair_free(&ps[i]);
+	for (int i = 0; i < nt; i++) pair_free(&ps[i]);
+	free(ps); free(wd); free(sp); free(sa); free(sb);
+}
+
+START_TEST(test_step_many)
+{
+	static const step_case cs[] = {
+		{ 45, 133, 4, ARB_ERULE_RESIDUAL, 0, 0 },
+		{ 200, 320, 32, ARB_ERULE_RESIDUAL, 0, 0 },
+		{ 20, 33, 4, ARB_ERULE_FROZEN, ARB_TERN_FROZEN, 0 },
+		{ 64, 100, 12, ARB_ERULE_BIGINT, 0, 0 },
+		{ 7, 64, 64, ARB_ERULE_RESIDUAL, 0, 30000 },
+	};
+	run_step_many(cs, 5);
+}
+END_TEST
+
+/* more tensors than one row-batched launch holds (16), rows wider than its
+ * shared group counters (3 x 8200 at group 4: 2050 groups a row, own
+ * kernels), single-row blocks (a row of 2100 packed bytes), several rows per
+ * block with both orders, and every tensor through the per-tensor kernels
+ * (ARB_CUDA_LEGACY=step) */
+START_TEST(test_step_batch)
+{
+	step_case cs[21];
+	for (int i = 0; i < 21; i++) {
+		static const int gss[] = { 4, 12, 32, 64, 5 };
+		cs[i] = (step_case){ 3 + 7 * i, 17 + 31 * i, gss[i % 5],
+				     i % 3 == 2 ? ARB_ERULE_BIGINT : ARB_ERULE_RESIDUAL, 0, 0 };
+	}
+	cs[6] = (step_case){ 3, 8200, 4, ARB_ERULE_RESIDUAL, 0, 0 };
+	cs[9] = (step_case){ 5, 10500, 64, ARB_ERULE_RESIDUAL, 0, 0 };
+	cs[12] = (step_case){ 33, 140, 12, ARB_ERULE_FROZEN, ARB_TERN_FROZEN, 0 };
+	run_step_many(cs, 21);
+	setenv("ARB_CUDA_LEGACY", "step", 1);
+	run_step_many(cs, 21);
+	run_vote(37, 45, 133, 12, ARB_ERULE_BIGINT, ARB_VOTE_SIGN, 1, 1, 0, 3);
+	unsetenv("ARB_CUDA_LEGACY");
 }
 END_TEST
 
@@ -657,6 +688,7 @@ Suite *suite_gpu(void)
 		{ "vote_tile", test_vote_tile },
 		{ "step_frozen", test_step_frozen },
 		{ "step_many", test_step_many },
+		{ "step_batch", test_step_batch },
 		{ "embed", test_embed },
 		{ "rmsnorm", test_rmsnorm },
 		{ "attention", test_attention },

@@ -752,6 +752,23 @@ static void gpu_case(int dense)
 	ck_assert_msg(ey <= 3e-2, "gpu y: relative error %g", ey);
 	ck_assert_msg(fabs(io.aux_loss - r->aux) <= 1e-2 * (1 + fabs(r->aux)),
 		      "aux %g vs %g", io.aux_loss, r->aux);
+	if (dense) {
+		/* the one-launch routing (route_dense) against the separate
+		 * route / stats / dispatch kernels: bitwise the same */
+		float *y2 = gpu->alloc(gpu, n * 4), *y2h = malloc(n * 4);
+		double aux1 = io.aux_loss;
+		setenv("ARB_MOE_UNFUSED", "1", 1);
+		io.y = y2;
+		ck_assert_int_eq(moe_desc()->forward(hg->H.self, &io, &err), ARB_OK);
+		unsetenv("ARB_MOE_UNFUSED");
+		gpu->download(gpu, y2h, y2, n * 4);
+		ck_assert_msg(memcmp(y2h, yg, n * 4) == 0, "fused routing: y differs");
+		ck_assert_msg(io.aux_loss == aux1, "fused routing: aux %.9g vs %.9g",
+			      aux1, io.aux_loss);
+		io.y = y;
+		gpu->free(gpu, y2);
+		free(y2h);
+	}
 	run_backward(r);
 	arb_vote v = { ARB_VOTE_SIGN, 1, 1, 5, 0 };
 	io.y = NULL;

@@ -442,6 +442,12 @@ __device__ __forceinline__ void cp_async16(void *s, const void *g, int bytes)
 	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
 		     :: "r"(smem_u32(s)), "l"(g), "r"(bytes));
 }
+/* 4 bytes; bytes = 0 fills zeros without reading g */
+__device__ __forceinline__ void cp_async4(void *s, const void *g, int bytes)
+{
+	asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n"
+		     :: "r"(smem_u32(s)), "l"(g), "r"(bytes));
+}
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n"); }
 template <int N>
 __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
@@ -961,51 +967,74 @@ __global__ void __launch_bounds__(256) skinny_fwd_kernel3(tern_view v, const flo
 		}
 		tab[e] = L;
 	}
-	/* x tile in the permuted order: k = kbase + 320 kb + 80 q + 4 s + slot */
-	/* (loads of 8 elements in flight per thread before their stores: the
-	 * staging is latency bound, not bandwidth bound) */
-	const int kw = nbk * S3_KB;
-	for (int e0 = tid; e0 < 16 * kw; e0 += 256 * 8) {
-		float xv[8];
+	/* x tile in the permuted order: k = kbase + 320 kb + 80 q + 4 s + slot.
+	 * Four consecutive k (one slot quad) are one float4 load when x rows
+	 * are 16-byte aligned and one 8-byte shared store; a work item is a
+	 * quad for 8 tokens (8 loads in flight), items spread over all threads
+	 * with constant divisors only (h15 ncu: the per-element index division
+	 * of the previous staging was most of the kernel's instructions) */
+	const int kw = nbk * S3_KB, kw4 = kw >> 2;
+	const int vec = (K & 3) == 0 && ((uintptr_t)x & 15) == 0;
+	for (int it = tid; it < 2 * kw4; it += 256) {
+		const int half = it >= kw4, j = it - half * kw4;
+		const int kb = j / 80, r = j - kb * 80, qq = r / 20, s = r - qq * 20;
+		const int64_t k = kbase + 4 * (int64_t)j;
+		float4 xv[8];
 #pragma unroll
 		for (int u = 0; u < 8; u++) {
-			int e = e0 + 256 * u, m = e / kw;
-			int64_t k = kbase + (e - m * kw);
-			xv[u] = (e < 16 * kw && m < M && k < K) ? __ldg(x + (int64_t)m * K + k) : 0.0f;
+			const int m = 8 * half + u;
+			const float *xp = x + (int64_t)m * K + k;
+			xv[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+			if (m < M && k < K) {
+				if (vec && k + 3 < K) {
+					xv[u] = __ldg((const float4 *)xp);
+				} else {
+					xv[u].x = __ldg(xp);
+					if (k + 1 < K) xv[u].y = __ldg(xp + 1);
+					if (k + 2 < K) xv[u].z = __ldg(xp + 2);
+					if (k + 3 < K) xv[u].w = __ldg(xp + 3);
+				}
+			}
 		}
+		__nv_bfloat16 *dst = xs + (((kb * 20 + s) * 16 + 8 * half) * 4 + qq) * 4;
 #pragma unroll
 		for (int u = 0; u < 8; u++) {
-			int e = e0 + 256 * u;
-			if (e >= 16 * kw) break;
-			int m = e / kw, kl = e - m * kw;
-			int kb = kl / S3_KB, rr = kl - kb * S3_KB;
-			int qq = rr / 80, r2 = rr - qq * 80;
-			int s = r2 >> 2, slot = r2 & 3;
-			xs[(((kb * 20 + s) * 16 + m) * 4 + qq) * 4 + slot] = __float2bfloat16(xv[u]);
+			__nv_bfloat162 lo = __floats2bfloat162_rn(xv[u].x, xv[u].y);
+			__nv_bfloat162 hi = __floats2bfloat162_rn(xv[u].z, xv[u].w);
+			uint2 pk2;
+			pk2.x = *(uint32_t *)&lo;
+			pk2.y = *(uint32_t *)&hi;
+			*(uint2 *)(dst + u * 16) = pk2;
 		}
 	}
-	/* A source words per (row, group): bf16 2^E | (bf16 -2^E) << 16 */
+	/* A source words per (row, group): bf16 2^E | (bf16 -2^E) << 16; 256 /
+	 * (128 TPW) threads per row, 8 loads in flight */
 	const int gfirst = (int)(kbase >> lg);
 	const int64_t klast = (kbase + kw < K ? kbase + kw : K) - 1;
 	const int ngc = (int)(klast >> lg) - gfirst + 1;
-	for (int e0 = tid; e0 < (128 * TPW) * ngc; e0 += 256 * 4) {
-		int ex[4];
+	{
+		constexpr int NR = 128 * TPW, TPR = 256 / NR;
+		const int rr = tid % NR;
+		const int64_t n = nt0 + rr;
+		const int8_t *er = v.E + (n < N ? n : 0) * v.groups + gfirst;
+		for (int g0 = tid / NR; g0 < ngc; g0 += 8 * TPR) {
+			int ex[8];
 #pragma unroll
-		for (int u = 0; u < 4; u++) {
-			int e = e0 + 256 * u, rr = e / ngc, gg = e - rr * ngc;
-			int64_t n = nt0 + rr;
-			ex[u] = (e < (128 * TPW) * ngc && n < N) ? (int)v.E[n * v.groups + gfirst + gg] : 1000;
-		}
-#pragma unroll
-		for (int u = 0; u < 4; u++) {
-			int e = e0 + 256 * u;
-			if (e >= (128 * TPW) * ngc) break;
-			uint32_t wv = 0;
-			if (ex[u] != 1000) { /* 1000: past the last row */
-				uint32_t h = ex[u] < -126 ? 0u : (uint32_t)(ex[u] + 127) << 7;
-				wv = h | ((h | 0x8000u) << 16);
+			for (int u = 0; u < 8; u++) {
+				const int gg = g0 + u * TPR;
+				ex[u] = (n < N && gg < ngc) ? (int)er[gg] : 1000; /* 1000: no row */
 			}
-			aw[e] = wv;
+#pragma unroll
+			for (int u = 0; u < 8; u++) {
+				const int gg = g0 + u * TPR;
+				if (gg >= ngc) break;
+				uint32_t wv = 0;
+				if (ex[u] != 1000) {
+					uint32_t h = ex[u] < -126 ? 0u : (uint32_t)(ex[u] + 127) << 7;
+					wv = h | ((h | 0x8000u) << 16);
+				}
+				aw[rr * ngc + gg] = wv;
+			}
 		}
 	}
 	__syncthreads();
@@ -1018,20 +1047,29 @@ __global__ void __launch_bounds__(256) skinny_fwd_kernel3(tern_view v, const flo
 			for (int c = 0; c < 4; c++) accf[t][u][c] = 0.0f;
 	const uint2 *xs2 = (const uint2 *)xs;
 	for (int kb = 0; kb < nbk; kb++) {
-		if (kb > 0) {
+		/* this k-block's bytes; the next block's loads go out before the
+		 * decode and mma of this one */
+		uint32_t cb[TPW][2][4];
+#pragma unroll
+		for (int t = 0; t < TPW; t++)
+#pragma unroll
+			for (int h = 0; h < 2; h++)
+#pragma unroll
+				for (int i = 0; i < 4; i++) cb[t][h][i] = wb[t][h][i];
+		if (kb + 1 < nbk) {
 #pragma unroll
 			for (int t = 0; t < TPW; t++)
 #pragma unroll
 				for (int h = 0; h < 2; h++)
 					s3_load(v.packed, N, rb, nt0 + warp * 16 * TPW + t * 16 + g + 8 * h,
-						(blk0 + kb) * 64 + 16 * q, wb[t][h]);
+						(blk0 + kb + 1) * 64 + 16 * q, wb[t][h]);
 		}
 		const int kq = kb * S3_KB + 80 * q; /* relative to kbase */
 #pragma unroll
 		for (int t = 0; t < TPW; t++) {
 			uint32_t sw0[20], sw1[20];
-			s3_sel(wb[t][0], tab, sw0);
-			s3_sel(wb[t][1], tab, sw1);
+			s3_sel(cb[t][0], tab, sw0);
+			s3_sel(cb[t][1], tab, sw1);
 			const uint32_t *aw0 = aw + (warp * 16 * TPW + t * 16 + g) * ngc;
 			const uint32_t *aw1 = aw0 + 8 * ngc;
 			const int goff = (int)(kbase & ((1 << lg) - 1));
@@ -1169,6 +1207,11 @@ static int skinny3_forward(arb_backend *be, const tern_view &v, const float *x, 
 	int64_t want = (3 * (int64_t)p->sms + tiles * Z - 1) / (tiles * Z); /* splits */
 	if (want < 1) want = 1;
 	int64_t kpc = (nblk + want - 1) / want;
+	/* at least 16 KB of packed weights a CTA: below that, the split
+	 * partials' round trips (store, fence, arrival, reload) cost more than
+	 * the extra k-blocks (h15: the moe's 2048 x 512 at S = 2 took 12 us) */
+	int64_t kmin = (16384 + rows * 64 - 1) / (rows * 64);
+	if (kpc < kmin) kpc = kmin;
 	if (kpc > 4) kpc = 4;
 	if (kpc < 1) kpc = 1;
 	int64_t S = (nblk + kpc - 1) / kpc;
@@ -1384,15 +1427,17 @@ static int skinny_backward_x(arb_backend *be, const tern_view &v, const float *d
 	cuda_priv *p = cuda_get_priv(be);
 	const int64_t N = v.rows, K = v.cols;
 	const int64_t tiles = (v.row_bytes + XB_LANES - 1) / XB_LANES;
-	/* about two CTAs per SM, at least 32 rows (4 per warp) a chunk, the
-	 * partial sums at most 16M floats */
+	/* about two CTAs per SM, the partial sums at most 16M floats */
 	/* 16-row chunks of dy over grid.z when the columns and row chunks alone
 	 * give too few CTAs (the low-rank products: K of 128, M of 128) */
 	int64_t Z = (2 * (int64_t)p->sms + tiles - 1) / tiles;
 	if (Z > (M + XB_MT - 1) / XB_MT) Z = (M + XB_MT - 1) / XB_MT;
 	if (Z < 1) Z = 1;
 	int64_t S = (2 * (int64_t)p->sms + tiles * Z - 1) / (tiles * Z);
-	int64_t smax = (N + 31) / 32; /* at least 32 rows (4 per warp) a chunk */
+	/* at least 128 rows (16 per warp) a chunk: h15 ncu showed 32-row
+	 * chunks spending most instructions on staging and the warp tree, and
+	 * split_sum over 64 partials at 4.6 us a call */
+	int64_t smax = (N + 127) / 128;
 	if (S > smax) S = smax;
 	while (S > 1 && S * M * K > ((int64_t)1 << 24)) S /= 2;
 	if (S < 1) S = 1;
@@ -1460,24 +1505,35 @@ static void gs_launch(const __nv_bfloat16 *A, const __nv_bfloat16 *B, int64_t I,
  * and the per-group scores like vote_sign_epilogue. fp32 products: exact for
  * the dyadic test inputs, at least as close to the CPU reference as the bf16
  * tile GEMM elsewhere. */
-/* dst[r][c] = src[r * ld + c0 + c] (0 where c0 + c >= cmax) for r < rows,
- * c < COLS, by a 256-thread CTA with 8 loads in flight per thread before
- * the shared-memory stores (the staging is latency bound) */
-template <int COLS>
-__device__ __forceinline__ void stage_rows(float *dst, const float *src, int64_t ld, int rows,
-					   int64_t c0, int64_t cmax)
+/* the x and dy tiles of one chunk of rows, copied to shared memory
+ * asynchronously (cp.async, no registers, everything in flight at once):
+ * d1[r][c] = s1[r * ld1 + c01 + c] for c < C1 and d2[r][c] = s2[r * ld2 +
+ * c02 + c] for c < C2 (zeros past cmax1 / cmax2), r < rows. x rows go as
+ * 16-byte copies when vec (row starts and c01 16-byte aligned). The caller
+ * commits and waits. */
+template <int C1, int C2>
+__device__ __forceinline__ void stage_async(float *d1, const float *s1, int64_t ld1, int64_t c01,
+					    int64_t cmax1, float *d2, const float *s2, int64_t ld2,
+					    int64_t c02, int64_t cmax2, int rows, int vec)
 {
-	const int n = rows * COLS;
-	for (int e0 = threadIdx.x; e0 < n; e0 += 256 * 8) {
-		float v[8];
-#pragma unroll
-		for (int u = 0; u < 8; u++) {
-			const int e = e0 + 256 * u, r = e / COLS, c = e % COLS;
-			v[u] = (e < n && c0 + c < cmax) ? __ldg(src + (int64_t)r * ld + c0 + c) : 0.0f;
+	if (vec) {
+		for (int e = threadIdx.x; e < rows * (C1 / 4); e += 256) {
+			const int r = e / (C1 / 4), c = 4 * (e % (C1 / 4));
+			const int64_t left = cmax1 - (c01 + c);
+			const int nb = left >= 4 ? 16 : (left > 0 ? 4 * (int)left : 0);
+			cp_async16(d1 + r * C1 + c, s1 + (int64_t)r * ld1 + c01 + (nb ? c : 0), nb);
 		}
-#pragma unroll
-		for (int u = 0; u < 8; u++)
-			if (e0 + 256 * u < n) dst[e0 + 256 * u] = v[u];
+	} else {
+		for (int e = threadIdx.x; e < rows * C1; e += 256) {
+			const int r = e / C1, c = e % C1;
+			const int ok = c01 + c < cmax1;
+			cp_async4(d1 + e, s1 + (int64_t)r * ld1 + (ok ? c01 + c : 0), ok ? 4 : 0);
+		}
+	}
+	for (int e = threadIdx.x; e < rows * C2; e += 256) {
+		const int r = e / C2, c = e % C2;
+		const int ok = c02 + c < cmax2;
+		cp_async4(d2 + e, s2 + (int64_t)r * ld2 + (ok ? c02 + c : 0), ok ? 4 : 0);
 	}
 }
 
@@ -1489,39 +1545,16 @@ __device__ __forceinline__ void stage_rows(float *dst, const float *src, int64_t
 __global__ void __launch_bounds__(256) vote_direct_kernel(const float *x, const float *dy,
 	int M, int64_t N, int64_t K, EpArgs ep)
 {
-	__shared__ __align__(16) float xs[DV_MC][DV_K];
-	__shared__ float ds[DV_MC][DV_ROWS];
+	__shared__ __align__(16) float xs[2][DV_MC][DV_K];
+	__shared__ __align__(16) float ds[2][DV_MC][DV_ROWS];
 	__shared__ int sc[DV_ROWS * SC_G];
 	const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 	const int64_t k0 = (int64_t)blockIdx.x * DV_K, n0 = (int64_t)blockIdx.y * DV_ROWS;
 	if (ep.score)
 		for (int e = tid; e < DV_ROWS * SC_G; e += 256) sc[e] = 0;
-	float acc[DV_RPW][4];
-#pragma unroll
-	for (int i = 0; i < DV_RPW; i++)
-#pragma unroll
-		for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
-	for (int mc = 0; mc < M; mc += DV_MC) {
-		const int mm = M - mc < DV_MC ? M - mc : DV_MC;
-		__syncthreads();
-		/* rows m < mm only: the sums below read no others */
-		stage_rows<DV_K>(&xs[0][0], x + (int64_t)mc * K, K, mm, k0, K);
-		stage_rows<DV_ROWS>(&ds[0][0], dy + (int64_t)mc * N, N, mm, n0, N);
-		__syncthreads();
-		for (int m = 0; m < mm; m++) {
-			const float4 xv = *(const float4 *)&xs[m][4 * lane];
-#pragma unroll
-			for (int i = 0; i < DV_RPW; i++) {
-				const float d = ds[m][warp + 8 * i];
-				acc[i][0] = fmaf(d, xv.x, acc[i][0]);
-				acc[i][1] = fmaf(d, xv.y, acc[i][1]);
-				acc[i][2] = fmaf(d, xv.z, acc[i][2]);
-				acc[i][3] = fmaf(d, xv.w, acc[i][3]);
-			}
-		}
-	}
+	/* the thread's T_accum bytes and packed trits first: they do not
+	 * depend on the sums, so their loads overlap the staging */
 	const vote_geom q = vote_geom_of(ep, k0, k0 + 4 * lane, K);
-	/* all T_accum bytes and packed trits of the thread's rows in flight */
 	int8_t tv[DV_RPW][4];
 	uint32_t pk[DV_RPW];
 #pragma unroll
@@ -1529,6 +1562,45 @@ __global__ void __launch_bounds__(256) vote_direct_kernel(const float *x, const 
 		const int64_t n = n0 + warp + 8 * i;
 		pk[i] = 0;
 		if (n < N && q.nk) vote_load(ep, q, n, K, tv[i], &pk[i]);
+	}
+	float acc[DV_RPW][4];
+#pragma unroll
+	for (int i = 0; i < DV_RPW; i++)
+#pragma unroll
+		for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
+	/* chunks of DV_MC rows of M, double buffered: chunk c + 1 is in flight
+	 * while chunk c is summed (rows m < mm only: the sums read no others) */
+	const int vec = (K & 3) == 0 && ((uintptr_t)x & 15) == 0;
+	const int nch = (M + DV_MC - 1) / DV_MC;
+	stage_async<DV_K, DV_ROWS>(&xs[0][0][0], x, K, k0, K, &ds[0][0][0], dy, N, n0, N,
+				   M < DV_MC ? M : DV_MC, vec);
+	cp_commit();
+	for (int c = 0; c < nch; c++) {
+		const int mc = c * DV_MC, bf = c & 1;
+		const int mm = M - mc < DV_MC ? M - mc : DV_MC;
+		if (c + 1 < nch) {
+			const int mn = mc + DV_MC;
+			stage_async<DV_K, DV_ROWS>(&xs[bf ^ 1][0][0], x + (int64_t)mn * K, K, k0, K,
+						   &ds[bf ^ 1][0][0], dy + (int64_t)mn * N, N, n0, N,
+						   M - mn < DV_MC ? M - mn : DV_MC, vec);
+			cp_commit();
+			cp_wait<1>();
+		} else {
+			cp_wait<0>();
+		}
+		__syncthreads();
+		for (int m = 0; m < mm; m++) {
+			const float4 xv = *(const float4 *)&xs[bf][m][4 * lane];
+#pragma unroll
+			for (int i = 0; i < DV_RPW; i++) {
+				const float d = ds[bf][m][warp + 8 * i];
+				acc[i][0] = fmaf(d, xv.x, acc[i][0]);
+				acc[i][1] = fmaf(d, xv.y, acc[i][1]);
+				acc[i][2] = fmaf(d, xv.z, acc[i][2]);
+				acc[i][3] = fmaf(d, xv.w, acc[i][3]);
+			}
+		}
+		__syncthreads(); /* buffer bf is the target of chunk c + 2 */
 	}
 #pragma unroll
 	for (int i = 0; i < DV_RPW; i++) {

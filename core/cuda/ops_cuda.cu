@@ -458,6 +458,20 @@ __global__ void step_apply_kernel2(step_args a)
 	block_add_u64(zeros, &a.ws->stats[5]);
 }
 
+/* the residual exponent rule of one group: E_accum ea moves one against
+ * the sign of the score s; at +-ethr it carries into E (clamped to
+ * [emin, emax]). ea and e updated in place. */
+__device__ __forceinline__ void erule_residual(int s, int &ea, int &e, int ethr, int emin,
+					       int emax)
+{
+	int x = ea - ((s > 0) - (s < 0));
+	x = x < -127 ? -127 : (x > 127 ? 127 : x);
+	if (x >= ethr) { e += 1; x -= ethr; }
+	else if (x <= -ethr) { e -= 1; x += ethr; }
+	e = e < emin ? emin : (e > emax ? emax : e);
+	ea = x;
+}
+
 /* exponent rule per group; score zeroed */
 __global__ void step_erule_kernel3(int32_t *score, int8_t *E, int8_t *Eacc,
 				   int64_t *corr, int64_t ng, int ethr, int emin,
@@ -468,12 +482,8 @@ __global__ void step_erule_kernel3(int32_t *score, int8_t *E, int8_t *Eacc,
 	     g += (int64_t)gridDim.x * blockDim.x) {
 		int s = score[g];
 		if (Eacc) {
-			int ea = (int)Eacc[g] - ((s > 0) - (s < 0));
-			ea = ea < -127 ? -127 : (ea > 127 ? 127 : ea);
-			int e0 = E[g], e = e0;
-			if (ea >= ethr) { e += 1; ea -= ethr; }
-			else if (ea <= -ethr) { e -= 1; ea += ethr; }
-			e = e < emin ? emin : (e > emax ? emax : e);
+			int ea = Eacc[g], e0 = E[g], e = e0;
+			erule_residual(s, ea, e, ethr, emin, emax);
 			Eacc[g] = (int8_t)ea;
 			if (e != e0) { E[g] = (int8_t)e; ch++; }
 		}
@@ -509,12 +519,8 @@ __device__ __forceinline__ int erule_one(int s, int64_t g, const erule_args &e)
 {
 	int ch = 0;
 	if (e.Eacc) {
-		int ea = (int)e.Eacc[g] - ((s > 0) - (s < 0));
-		ea = ea < -127 ? -127 : (ea > 127 ? 127 : ea);
-		int e0 = e.E[g], ee = e0;
-		if (ea >= e.ethr) { ee += 1; ea -= e.ethr; }
-		else if (ea <= -e.ethr) { ee -= 1; ea += e.ethr; }
-		ee = ee < e.emin ? e.emin : (ee > e.emax ? e.emax : ee);
+		int ea = e.Eacc[g], e0 = e.E[g], ee = e0;
+		erule_residual(s, ea, ee, e.ethr, e.emin, e.emax);
 		e.Eacc[g] = (int8_t)ea;
 		if (ee != e0) { e.E[g] = (int8_t)ee; ch = 1; }
 	}
@@ -523,12 +529,13 @@ __device__ __forceinline__ int erule_one(int s, int64_t g, const erule_args &e)
 	return ch;
 }
 
-/* the five weights of one packed byte; T[] updated in place, returns the
+/* the first nv (<= 5) weights of one packed byte (the others are a row's
+ * padding: kept as they are, not counted); T[] updated in place, returns the
  * new byte, flip bits in *fm (bit j: weight j moved) */
 template <int CAPPING>
 __device__ __forceinline__ unsigned int st_byte(unsigned int byte, int *T, uint64_t i0,
 						const step_args &a, uint32_t p32, int capnow,
-						st_ctr &ct, unsigned int *fm)
+						st_ctr &ct, unsigned int *fm, int nv = 5)
 {
 	int tr[5];
 	unsigned int q = byte;
@@ -541,6 +548,7 @@ __device__ __forceinline__ unsigned int st_byte(unsigned int byte, int *T, uint6
 	unsigned int m = 0;
 #pragma unroll
 	for (int j = 0; j < 5; j++) {
+		if (j >= nv) break;
 		int t = T[j];
 		int at = t < 0 ? -t : t;
 		if (at >= a.thr) {
@@ -840,14 +848,190 @@ __global__ void __launch_bounds__(256) step_count_fast_kernel4(step_args a)
 	block_add_u64(cand, &a.ws->cand);
 }
 
-/* the kernels of one tensor's step; the statistics stay in its ws_dev until
- * step_finish reads a host copy of it */
-static void step_launch(arb_tern *w, const arb_step *p)
-{
-	tern_ws *ws = (tern_ws *)w->ws_dev;
-	/* ws->stats, sumsq, measured and cand are zero between steps: zeroed at
-	 * alloc/init and after every step (one memset instead of three) */
+/* ---------------------------------------------------------------------------
+ * row-batched step (h15): up to SR_MAXT tensors in one launch. A block owns
+ * a run of whole rows of one tensor, so every group lies inside one block:
+ * flips are counted per group in shared memory and the exponent rule runs
+ * in the same kernel. Any cols (a row's last packed byte may be padding) and
+ * any group size; no flip cap (a cap needs the tensor's candidates counted
+ * before any weight moves). One launch instead of two per tensor for the
+ * many small tensors of a layer (moe: 7 tensors, 14 launches). */
+#define SR_MAXT 16
+#define SR_GROUPS 2048   /* groups per block (shared flip counters) */
+#define SR_BYTES 2048    /* packed bytes per block, about */
+struct sr_tensor {
 	step_args a;
+	erule_args e;         /* e.score NULL: no exponent rule */
+	int rpb;              /* rows per block */
+	unsigned int block0;  /* the tensor's first block */
+};
+struct sr_batch {
+	sr_tensor t[SR_MAXT];
+	int n;
+};
+
+/* the six step counters of a block added to ws->stats with one shared
+ * pass (instead of six block_sum calls) */
+__device__ __forceinline__ void block_add_stats(const unsigned int *v, tern_ws *ws)
+{
+	__shared__ unsigned int sh[6][32];
+	const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+	for (int j = 0; j < 6; j++) {
+		unsigned int x = warp_sum(v[j]);
+		if (lane == 0) sh[j][w] = x;
+	}
+	__syncthreads();
+	if (w < 6) {
+		unsigned int x = lane < nw ? sh[w][lane] : 0u;
+		x = warp_sum(x);
+		if (lane == 0 && x) atomicAdd(&ws->stats[w], (unsigned long long)x);
+	}
+}
+
+#define SR_U 8 /* packed bytes per thread in flight */
+__device__ __forceinline__ int sr_row(int l, int rb, float inv_rb)
+{
+	int r = __float2int_rz((float)l * inv_rb);
+	if (r * rb > l) r--;
+	else if ((r + 1) * rb <= l) r++;
+	return r;
+}
+__global__ void __launch_bounds__(256) step_rows_kernel(const __grid_constant__ sr_batch b)
+{
+	__shared__ int fl[SR_GROUPS];
+	int ti = 0;
+	while (ti + 1 < b.n && blockIdx.x >= b.t[ti + 1].block0) ti++;
+	const step_args &a = b.t[ti].a;
+	const erule_args &e = b.t[ti].e;
+	const int64_t r0 = (int64_t)(blockIdx.x - b.t[ti].block0) * b.t[ti].rpb;
+	const int64_t left = a.rows - r0;
+	const int nr = (int)(left < b.t[ti].rpb ? left : b.t[ti].rpb);
+	const int ng = nr * a.groups;
+	const int rb = (int)a.rb, cols = (int)a.cols;
+	const int count = a.score != NULL; /* T_FIRST: flips leave the score */
+	if (count) {
+		for (int l = threadIdx.x; l < ng; l += blockDim.x) fl[l] = 0;
+		__syncthreads();
+	}
+	__shared__ uint8_t zt[256]; /* zero trits per packed byte */
+	for (int l = threadIdx.x; l < 256; l += blockDim.x) {
+		unsigned int q = (unsigned int)l, z = 0;
+		for (int d = 0; d < 5; d++) { z += q % 3u == 1u; q /= 3u; }
+		zt[l] = (uint8_t)z;
+	}
+	__syncthreads();
+	st_ctr ct = { 0, 0, 0, 0, 0 };
+	const int nbytes = nr * rb;
+	/* row of local byte l: a float reciprocal, corrected (l < 2^24) */
+	const float inv_rb = 1.0f / (float)rb;
+	for (int base = 0; base < nbytes; base += 256 * SR_U) {
+		/* every load of the chunk in flight before any update (the
+		 * updates store to memory the compiler cannot tell apart) */
+		unsigned int byte[SR_U];
+		int T[SR_U][5];
+#pragma unroll
+		for (int u = 0; u < SR_U; u++) {
+			const int l = base + (int)threadIdx.x + 256 * u;
+			byte[u] = 121u;
+#pragma unroll
+			for (int d = 0; d < 5; d++) T[u][d] = 0;
+			if (l < nbytes) {
+				const int r = sr_row(l, rb, inv_rb), cb = l - r * rb, c0 = 5 * cb;
+				const int nv = cols - c0 < 5 ? cols - c0 : 5;
+				const int64_t row = r0 + r;
+				byte[u] = a.packed[row * a.rb + cb];
+				const int8_t *tp = a.T + row * a.cols + c0;
+#pragma unroll
+				for (int d = 0; d < 5; d++)
+					if (d < nv) T[u][d] = tp[d];
+			}
+		}
+#pragma unroll
+		for (int u = 0; u < SR_U; u++) {
+			const int l = base + (int)threadIdx.x + 256 * u;
+			if (l >= nbytes) break;
+			/* most bytes have no weight at threshold: their zeros only */
+			int amax = 0;
+#pragma unroll
+			for (int d = 0; d < 5; d++) {
+				const int t = T[u][d] < 0 ? -T[u][d] : T[u][d];
+				amax = t > amax ? t : amax;
+			}
+			const int r = sr_row(l, rb, inv_rb), cb = l - r * rb, c0 = 5 * cb;
+			const int nv = cols - c0 < 5 ? cols - c0 : 5;
+			if (amax < a.thr) {
+				if (nv == 5) {
+					ct.zeros += zt[byte[u]];
+				} else {
+					unsigned int q = byte[u];
+					for (int d = 0; d < nv; d++) { ct.zeros += q % 3u == 1u; q /= 3u; }
+				}
+				continue;
+			}
+			const int64_t row = r0 + r;
+			int T0[5];
+#pragma unroll
+			for (int d = 0; d < 5; d++) T0[d] = T[u][d];
+			unsigned int m;
+			const unsigned int nbyte = st_byte<0>(byte[u], T[u], (uint64_t)(row * a.cols + c0),
+							      a, 0, 0, ct, &m, nv);
+			int8_t *tp = a.T + row * a.cols + c0;
+#pragma unroll
+			for (int d = 0; d < 5; d++)
+				if (d < nv && T[u][d] != T0[d]) tp[d] = (int8_t)T[u][d];
+			if (nbyte != byte[u]) a.packed[row * a.rb + cb] = (uint8_t)nbyte;
+			if (count) {
+				while (m) {
+					const int j = __ffs(m) - 1;
+					m &= m - 1;
+					atomicAdd(&fl[r * a.groups + (c0 + j) / a.gs], 1);
+				}
+			}
+		}
+	}
+	unsigned int ech = 0;
+	if (e.score) {
+		__syncthreads();
+		const int64_t G0 = r0 * a.groups;
+		for (int l0 = threadIdx.x; l0 < ng; l0 += 256 * 4) {
+			/* all loads first, as above */
+			int sc[4], ea[4], e0[4];
+#pragma unroll
+			for (int u = 0; u < 4; u++) {
+				const int l = l0 + 256 * u;
+				sc[u] = ea[u] = e0[u] = 0;
+				if (l < ng) {
+					sc[u] = e.score[G0 + l];
+					if (e.Eacc) { ea[u] = e.Eacc[G0 + l]; e0[u] = e.E[G0 + l]; }
+				}
+			}
+#pragma unroll
+			for (int u = 0; u < 4; u++) {
+				const int l = l0 + 256 * u;
+				if (l >= ng) break;
+				const int64_t g = G0 + l;
+				const int s = count ? sc[u] - fl[l] : sc[u];
+				if (e.Eacc) {
+					int x = ea[u], ee = e0[u];
+					erule_residual(s, x, ee, e.ethr, e.emin, e.emax);
+					if (x != ea[u]) e.Eacc[g] = (int8_t)x;
+					if (ee != e0[u]) { e.E[g] = (int8_t)ee; ech++; }
+				}
+				if (e.corr) e.corr[g] -= s;
+				if (sc[u]) e.score[g] = 0;
+			}
+		}
+	}
+	const unsigned int v6[6] = { ct.flips, ct.cand, ct.sat, ct.capped, ech, ct.zeros };
+	block_add_stats(v6, a.ws);
+}
+
+/* the step arguments of one tensor (ws->stats, sumsq, measured and cand are
+ * zero between steps: zeroed at alloc/init and after every step) */
+static void step_args_of(arb_tern *w, const arb_step *p, step_args *pa)
+{
+	step_args &a = *pa;
 	a.packed = w->packed;
 	a.T = w->T_accum;
 	a.score = (w->score && p->order == ARB_ORDER_T_FIRST) ? w->score : NULL;
@@ -860,7 +1044,52 @@ static void step_launch(arb_tern *w, const arb_step *p)
 		(unsigned long long)((w->rows * w->cols) * p->cap_ppm / 1000000) : 0;
 	a.seed = p->seed;
 	a.stream = arb_rng_stream(w->id, p->t, ARB_RNG_FLIP_CAP);
-	a.ws = ws;
+	a.ws = (tern_ws *)w->ws_dev;
+}
+
+/* the exponent rule's arguments of one tensor, not fused */
+static void erule_args_of(arb_tern *w, const arb_step *p, erule_args *e)
+{
+	memset(e, 0, sizeof *e);
+	if (!w->score) return;
+	e->E = w->E;
+	e->Eacc = w->erule == ARB_ERULE_RESIDUAL ? w->E_accum : NULL;
+	e->corr = w->erule == ARB_ERULE_BIGINT ? w->corr : NULL;
+	e->score = w->score;
+	e->ng = w->rows * (int64_t)w->groups;
+	e->ethr = p->e_threshold; e->emin = p->e_min; e->emax = p->e_max;
+}
+
+/* rows per block of the row-batched step; 0: the tensor cannot take it */
+static int step_rows_rpb(const arb_tern *w, const arb_step *p)
+{
+	if (!w->T_accum || p->cap_ppm > 0 || cuda_legacy("step")) return 0;
+	if (w->groups > SR_GROUPS || w->row_bytes > 0x7fffffff || w->cols > 0x7fffffff) return 0;
+	/* the streaming kernel for large tensors that it takes */
+	if (w->cols % 5 == 0 && w->rows * w->cols > ((int64_t)1 << 22)) return 0;
+	int64_t rpb = SR_BYTES / w->row_bytes;
+	int64_t rg = SR_GROUPS / w->groups;
+	if (rg < rpb) rpb = rg;
+	if (rpb < 1) rpb = 1;
+	if (rpb > w->rows) rpb = w->rows;
+	return (int)rpb;
+}
+
+static void step_rows_flush(sr_batch *b, unsigned int blocks)
+{
+	if (!b->n) return;
+	step_rows_kernel<<<blocks, 256>>>(*b);
+	CK_LAUNCH(step_rows);
+	b->n = 0;
+}
+
+/* the kernels of one tensor's step; the statistics stay in its ws_dev until
+ * step_finish reads a host copy of it */
+static void step_launch(arb_tern *w, const arb_step *p)
+{
+	tern_ws *ws = (tern_ws *)w->ws_dev;
+	step_args a;
+	step_args_of(w, p, &a);
 	int64_t nb = w->rows * w->row_bytes;
 	unsigned int grid = grid_for(nb, 256);
 	if (!w->T_accum) {
@@ -874,18 +1103,14 @@ static void step_launch(arb_tern *w, const arb_step *p)
 	int fused = 0;
 	if (fast) {
 		erule_args e;
-		memset(&e, 0, sizeof e);
 		int gs = w->group_size, lg = 0;
 		while ((1 << lg) < gs) lg++;
+		erule_args_of(w, p, &e);
 		if (w->score && (1 << lg) == gs && w->cols % gs == 0) {
 			fused = 1;
-			e.E = w->E;
-			e.Eacc = w->erule == ARB_ERULE_RESIDUAL ? w->E_accum : NULL;
-			e.corr = w->erule == ARB_ERULE_BIGINT ? w->corr : NULL;
-			e.score = w->score;
-			e.ng = w->rows * (int64_t)w->groups;
-			e.ethr = p->e_threshold; e.emin = p->e_min; e.emax = p->e_max;
 			e.fuse = 1; e.lg = lg;
+		} else {
+			e.score = NULL;
 		}
 		int64_t ntiles = (nb + ST_TILE - 1) / ST_TILE;
 		int64_t g4 = (int64_t)g_priv.sms * 4;
@@ -1011,11 +1236,34 @@ static void c_tern_step_many(arb_backend *be, arb_tern *const *w, const arb_step
 		}
 		return;
 	}
+	/* the tensors that take it share row-batched launches; the others
+	 * their own kernels */
+	static sr_batch sb; /* host staging of a launch's parameters */
+	unsigned int blocks = 0;
+	sb.n = 0;
+	for (int i = 0; i < n; i++) {
+		int rpb = step_rows_rpb(w[i], &p[i]);
+		if (!rpb) {
+			step_launch(w[i], &p[i]);
+			continue;
+		}
+		unsigned int nbk = (unsigned int)((w[i]->rows + rpb - 1) / rpb);
+		if (sb.n == SR_MAXT || blocks + (uint64_t)nbk > 0x7fffffffu) {
+			step_rows_flush(&sb, blocks);
+			blocks = 0;
+		}
+		sr_tensor *t = &sb.t[sb.n++];
+		step_args_of(w[i], &p[i], &t->a);
+		erule_args_of(w[i], &p[i], &t->e);
+		t->rpb = rpb;
+		t->block0 = blocks;
+		blocks += nbk;
+	}
+	step_rows_flush(&sb, blocks);
 	ws_batch b;
 	b.n = 0;
 	int first = 0;
 	for (int i = 0; i < n; i++) {
-		step_launch(w[i], &p[i]);
 		b.src[b.n] = (tern_ws *)w[i]->ws_dev;
 		b.frozen[b.n] = w[i]->T_accum == NULL;
 		b.n++;

@@ -262,6 +262,16 @@ static void cpu_router_grad(const moe_dims *d, const float *logits,
 	}
 }
 
+static void cpu_route_dense(const moe_dims *d, const float *logits,
+			    int32_t *idx, float *w, float *stat, int32_t *tok,
+			    int32_t *ex, float *wt, int32_t *rslot,
+			    int32_t *rowpos)
+{
+	cpu_route(d, logits, idx, w);
+	cpu_stats(d, logits, idx, stat);
+	cpu_dispatch_dense(d, idx, w, tok, ex, wt, rslot, rowpos);
+}
+
 static int cpu_check(char *msg, size_t cap)
 {
 	(void)msg;
@@ -270,7 +280,8 @@ static int cpu_check(char *msg, size_t cap)
 }
 
 static const moe_kernels cpu_kernels = {
-	cpu_route, cpu_stats, cpu_dispatch_dense, cpu_dispatch_sparse,
+	cpu_route, cpu_stats, cpu_dispatch_dense, cpu_route_dense,
+	cpu_dispatch_sparse,
 	cpu_build_x, cpu_combine_forward, cpu_combine_backward,
 	cpu_shared_grad, cpu_lowrank_grad, cpu_router_grad, cpu_check,
 };
@@ -614,14 +625,15 @@ static arb_status moe_forward(void *self, arb_io *io, arb_error *err)
 	be->copy(be, w->x, io->x, (size_t)M * s->D * sizeof(float));
 	/* routing */
 	be->linear_forward(be, t[T_ROUTER], w->x, w->logits, M, 0);
-	K->route(&d, w->logits, w->idx, w->w);
-	K->stats(&d, w->logits, w->idx, w->stat);
-	if (dense)
-		K->dispatch_dense(&d, w->idx, w->w, w->tok, w->ex, w->wt,
-				  w->rslot, w->rowpos);
-	else
+	if (dense) {
+		K->route_dense(&d, w->logits, w->idx, w->w, w->stat, w->tok, w->ex,
+			       w->wt, w->rslot, w->rowpos);
+	} else {
+		K->route(&d, w->logits, w->idx, w->w);
+		K->stats(&d, w->logits, w->idx, w->stat);
 		K->dispatch_sparse(&d, w->idx, w->w, w->stat, w->tok, w->ex,
 				   w->wt, w->rslot, w->rowpos, w->off);
+	}
 	/* shared projections, once per token */
 	be->linear_forward(be, t[T_GATE], w->x, w->g0, M, 0);
 	be->linear_forward(be, t[T_UP], w->x, w->u0, M, 0);

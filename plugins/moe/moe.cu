@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include "moe_kern.h"
 
 static cudaError_t first_err = cudaSuccess;
@@ -160,6 +161,118 @@ static void cu_dispatch_dense(const moe_dims *d, const int32_t *idx,
 	dispatch_dense_kernel<<<cdiv(d->P, 256), 256>>>(*d, idx, w, tok, ex, wt,
 							rslot, rowpos);
 	note("dispatch_dense");
+}
+
+/* ---- route + stats + aux + dense dispatch in one block (M <= 256): one
+ * launch instead of four for the small batches the dense path serves (h15
+ * ncu: 15 us of four latency-bound launches per forward at 16 tokens).
+ * Every value is computed by the same expressions, and every sum in the
+ * same order, as route_kernel, stats_kernel (block_sum over 256 threads),
+ * aux_kernel and dispatch_dense_kernel: the results are bitwise the same. */
+#define RD_THREADS 256
+__global__ void __launch_bounds__(RD_THREADS) route_dense_kernel(moe_dims d,
+	const float *logits, int32_t *idx, float *w, float *stat, int32_t *tok,
+	int32_t *ex, float *wt, int32_t *rslot, int32_t *rowpos)
+{
+	__shared__ float part[2][MOE_MAX_EXPERTS][RD_THREADS / 32];
+	const int m = threadIdx.x, lane = m & 31, wid = m >> 5;
+	const int valid = m < d.M;
+	const float *l = logits + (int64_t)(valid ? m : 0) * d.E;
+	int sel[MOE_MAX_TOPK];
+	float mx = 0.0f, sum = 0.0f;
+	if (valid) {
+		for (int s = 0; s < d.k; s++) {
+			int best = -1;
+			for (int e = 0; e < d.E; e++) {
+				int taken = 0;
+				for (int t = 0; t < s; t++) taken |= sel[t] == e;
+				if (taken) continue;
+				if (best < 0 || l[e] > l[best]) best = e;
+			}
+			sel[s] = best;
+		}
+		float tm = l[sel[0]], ts = 0.0f, ws[MOE_MAX_TOPK];
+		for (int s = 0; s < d.k; s++) {
+			ws[s] = expf(l[sel[s]] - tm);
+			ts += ws[s];
+		}
+		for (int s = 0; s < d.k; s++) {
+			idx[m * d.k + s] = sel[s];
+			w[m * d.k + s] = ws[s] / ts;
+		}
+		/* the softmax over all E of stats_kernel */
+		mx = l[0];
+		for (int j = 1; j < d.E; j++) mx = fmaxf(mx, l[j]);
+		for (int j = 0; j < d.E; j++) sum += expf(l[j] - mx);
+	}
+	for (int e = 0; e < d.E; e++) {
+		float cnt = 0.0f, ps = 0.0f;
+		if (valid) {
+			ps += expf(l[e] - mx) / sum;
+			for (int s = 0; s < d.k; s++) cnt += sel[s] == e;
+		}
+		for (int o = 16; o > 0; o >>= 1) {
+			cnt += __shfl_down_sync(0xffffffffu, cnt, o);
+			ps += __shfl_down_sync(0xffffffffu, ps, o);
+		}
+		if (lane == 0) {
+			part[0][e][wid] = cnt;
+			part[1][e][wid] = ps;
+		}
+	}
+	__syncthreads();
+	for (int e = wid; e < d.E; e += RD_THREADS / 32) {
+		float cnt = lane < RD_THREADS / 32 ? part[0][e][lane] : 0.0f;
+		float ps = lane < RD_THREADS / 32 ? part[1][e][lane] : 0.0f;
+		for (int o = 16; o > 0; o >>= 1) {
+			cnt += __shfl_down_sync(0xffffffffu, cnt, o);
+			ps += __shfl_down_sync(0xffffffffu, ps, o);
+		}
+		if (lane == 0) {
+			stat[1 + e] = cnt;
+			stat[1 + d.E + e] = ps;
+		}
+	}
+	__syncthreads();
+	if (m == 0) {
+		double aux = 0.0;
+		for (int e = 0; e < d.E; e++)
+			aux += (double)stat[1 + e] / (double)(d.M * d.k) *
+			       ((double)stat[1 + d.E + e] / (double)d.M);
+		stat[0] = (float)(d.coef * aux);
+	}
+	for (int64_t j = m; j < d.P; j += RD_THREADS) {
+		int e = (int)(j / d.M);
+		int64_t mm = j % d.M;
+		float wv = 0.0f;
+		int32_t sl = -1;
+		for (int s = 0; s < d.k; s++) {
+			if (idx[mm * d.k + s] != e) continue;
+			wv = w[mm * d.k + s];
+			sl = (int32_t)(mm * d.k + s);
+			rowpos[sl] = (int32_t)j;
+		}
+		tok[j] = (int32_t)mm;
+		ex[j] = e;
+		wt[j] = wv;
+		rslot[j] = sl;
+	}
+}
+
+static void cu_route_dense(const moe_dims *d, const float *logits, int32_t *idx,
+			   float *w, float *stat, int32_t *tok, int32_t *ex,
+			   float *wt, int32_t *rslot, int32_t *rowpos)
+{
+	/* ARB_MOE_UNFUSED: the separate kernels (tests compare the two) */
+	if (d->M > RD_THREADS || getenv("ARB_MOE_UNFUSED")) {
+		cu_route(d, logits, idx, w);
+		cu_stats(d, logits, idx, stat);
+		cu_dispatch_dense(d, idx, w, tok, ex, wt, rslot, rowpos);
+		return;
+	}
+	route_dense_kernel<<<1, RD_THREADS>>>(*d, logits, idx, w, stat, tok, ex,
+					      wt, rslot, rowpos);
+	note("route_dense");
 }
 
 /* ---- sparse dispatch: stable counting sort, one block (1024 threads) per
@@ -417,7 +530,7 @@ static int cu_check(char *msg, size_t cap)
 }
 
 static const moe_kernels cuda_kernels = {
-	cu_route, cu_stats, cu_dispatch_dense, cu_dispatch_sparse, cu_build_x,
+	cu_route, cu_stats, cu_dispatch_dense, cu_route_dense, cu_dispatch_sparse, cu_build_x,
 	cu_combine_forward, cu_combine_backward, cu_shared_grad,
 	cu_lowrank_grad, cu_router_grad, cu_check,
 };

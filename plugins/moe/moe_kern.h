@@ -17,6 +17,8 @@
  *                    stat[1+E+e] = sum_m p_e(m) (p: softmax over all E)
  *   dispatch_dense   rows j = e*M + m for every (e, m): tok, ex, wt (route
  *                    weight or 0), rslot (m*k+s or -1); rowpos[m*k+s] = row
+ *   route_dense      route, stats and dispatch_dense in one call (the
+ *                    dense path; the CUDA one is one launch for M <= 256)
  *   dispatch_sparse  stable counting sort of the M*k assignments by expert:
  *                    tok, ex, wt, rslot per row, rowpos, off[E+1]
  *   build_x          Xg[P, E*r], Xu[P, E*r]: row j holds a_g / a_u of token
@@ -65,6 +67,9 @@ typedef struct moe_kernels {
 	void (*dispatch_dense)(const moe_dims *d, const int32_t *idx,
 			       const float *w, int32_t *tok, int32_t *ex,
 			       float *wt, int32_t *rslot, int32_t *rowpos);
+	void (*route_dense)(const moe_dims *d, const float *logits, int32_t *idx,
+			    float *w, float *stat, int32_t *tok, int32_t *ex,
+			    float *wt, int32_t *rslot, int32_t *rowpos);
 	void (*dispatch_sparse)(const moe_dims *d, const int32_t *idx,
 				const float *w, const float *stat, int32_t *tok,
 				int32_t *ex, float *wt, int32_t *rslot,
