@@ -25,7 +25,7 @@ fi
 st bench_moe
 ARB_BENCH_BUILD=$B timeout 100 $B/bench/bench_moe > "$OUT/bench_moe.log" 2>&1; echo "rc=$?"; grep -v "^#" "$OUT/bench_moe.log"
 # A/B in the same call: the small shapes with each newer kernel family off
-for lg in vote step skinny; do
+for lg in vote step bwdx skinny; do
 	echo "-- ARB_CUDA_LEGACY=$lg"
 	ARB_CUDA_LEGACY=$lg ARB_BENCH_ONLY=small ARB_BENCH_BUILD=$B timeout 60 $B/bench/bench_moe 2>&1 | grep "shape=small "
 done

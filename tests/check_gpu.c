@@ -328,6 +328,18 @@ START_TEST(test_vote_legacy)
 }
 END_TEST
 
+/* ARB_CUDA_LEGACY=bwdx: the fp32 CUDA-core skinny backward_x for the
+ * shapes that now take the tensor-core one */
+START_TEST(test_bwdx_legacy)
+{
+	setenv("ARB_CUDA_LEGACY", "bwdx", 1);
+	run_linear(37, 45, 133, 12, ARB_ERULE_RESIDUAL, 1);
+	run_linear(40, 3001, 77, 4, ARB_ERULE_FROZEN, 1);
+	run_linear(128, 2048, 128, 32, ARB_ERULE_RESIDUAL, 0);
+	unsetenv("ARB_CUDA_LEGACY");
+}
+END_TEST
+
 START_TEST(test_vote_large)
 {
 	run_vote(512, 256, 400, 32, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 1, 1, 0, 3);
@@ -685,6 +697,7 @@ Suite *suite_gpu(void)
 		{ "vote_small", test_vote_small },
 		{ "vote_large", test_vote_large },
 		{ "vote_legacy", test_vote_legacy },
+		{ "bwdx_legacy", test_bwdx_legacy },
 		{ "vote_tile", test_vote_tile },
 		{ "step_frozen", test_step_frozen },
 		{ "step_many", test_step_many },

@@ -1414,11 +1414,240 @@ __global__ void split_sum_kernel(const float *part, int S, int64_t n, float *out
 	}
 }
 
+/* ---------------------------------------------------------------------------
+ * skinny backward_x on tensor cores (h15), M <= 16 per grid.z chunk:
+ * dx[m, k] = sum_n dy[m, n] W[n, k] as mma m16n8k16 with A = dy (16 tokens
+ * x 16 rows of W, bf16) and B = W (16 rows x 8 packed byte columns). The
+ * mma's n index may be permuted freely: column t of B for step j (0..4) is
+ * digit j of byte t, so a lane (g, q) decodes byte g of rows 2q, 2q+1,
+ * 2q+8, 2q+9 once and feeds it to five mmas, the trits becoming bf16
+ * +-2^E directly (PRMT on the 243-entry selector table of the forward).
+ * CTA: 8 warps, each an 8-byte column block (40 k) of the CTA's 64 bytes,
+ * all over the same chunk of R rows (grid.y: chunks; split partials added
+ * by split_sum_kernel in chunk order). The chunk's packed bytes, exponents
+ * and dy (as bf16 in the A-fragment layout) are staged in shared memory
+ * first. Any group size (five consecutive k touch at most two groups). No
+ * bigint correction (those tensors take skinny_bwdx_kernel). */
+#define XM_BYTES 64   /* packed byte columns per CTA (320 k) */
+#define XM_AROW 24    /* padded A row (bf16): conflict-free fragment loads */
+
+static size_t xm_smem(int R, int ngt)
+{
+	size_t a = 256 * 8;                                   /* selector table */
+	a += (size_t)R * XM_BYTES;                            /* packed bytes */
+	a = (a + (size_t)R * ngt + 15) & ~(size_t)15;         /* exponents */
+	return a + (size_t)(R / 16) * 16 * XM_AROW * 2;       /* dy, bf16 */
+}
+
+__global__ void __launch_bounds__(256) skinny_bwdx_mma_kernel(tern_view v, const float *dy,
+	float *dx, int Mt, int acc, int R, int ngt, float *part)
+{
+	extern __shared__ __align__(16) unsigned char xmsm[];
+	unsigned long long *tab = (unsigned long long *)xmsm;       /* [256] */
+	uint8_t *pk = xmsm + 256 * 8;                                 /* [R][64] */
+	int8_t *ek = (int8_t *)(pk + (size_t)R * XM_BYTES);           /* [R][ngt] */
+	__nv_bfloat16 *as = (__nv_bfloat16 *)(xmsm + (((size_t)256 * 8 + (size_t)R * XM_BYTES +
+					       (size_t)R * ngt + 15) & ~(size_t)15));
+	const int64_t N = v.rows, K = v.cols, rb = v.row_bytes;
+	const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+	const int g = lane >> 2, q = lane & 3;
+	const int mz = blockIdx.z * 16;
+	const int M = Mt - mz < 16 ? Mt - mz : 16;
+	dy += (int64_t)mz * N;
+	const int64_t cb0 = (int64_t)blockIdx.x * XM_BYTES;     /* first byte column */
+	const int64_t n0 = (int64_t)blockIdx.y * R;
+	const int nr = (int)(N - n0 < R ? N - n0 : R);
+	const int gt0 = (int)(cb0 * 5 / v.gs);
+	/* staging: the first batch of every kind (packed bytes, exponents, dy)
+	 * issued before any store, so their round trips overlap; R <= 256
+	 * keeps the packed bytes to one batch */
+	uint32_t w4[4][4];
+#pragma unroll
+	for (int u = 0; u < 4; u++) {
+		const int e = tid + 256 * u, r = e >> 2, sg = e & 3;
+		if (e < R * (XM_BYTES / 16))
+			s3_load(v.packed, r < nr ? N : 0, rb, n0 + r, cb0 + 16 * sg, w4[u]);
+	}
+	int8_t x8[8];
+	float d16[16];
+	auto e_load = [&](int e0) {
+#pragma unroll
+		for (int u = 0; u < 8; u++) {
+			const int e = e0 + 256 * u, r = e / ngt, j = e - r * ngt;
+			x8[u] = (e < nr * ngt && gt0 + j < v.groups) ?
+				v.E[(n0 + r) * v.groups + gt0 + j] : (int8_t)0;
+		}
+	};
+	auto e_store = [&](int e0) {
+#pragma unroll
+		for (int u = 0; u < 8; u++)
+			if (e0 + 256 * u < nr * ngt) ek[e0 + 256 * u] = x8[u];
+	};
+	/* dy[m][n0 + r] -> as[r / 16][m][r % 16] (rows >= nr and tokens >= M:
+	 * zeros) */
+	auto d_load = [&](int e0) {
+#pragma unroll
+		for (int u = 0; u < 16; u++) {
+			const int e = e0 + 256 * u, m = e / R, r = e - m * R;
+			d16[u] = (e < 16 * R && m < M && r < nr) ? __ldg(dy + (int64_t)m * N + n0 + r) : 0.0f;
+		}
+	};
+	auto d_store = [&](int e0) {
+#pragma unroll
+		for (int u = 0; u < 16; u++) {
+			const int e = e0 + 256 * u;
+			if (e >= 16 * R) break;
+			const int m = e / R, r = e - m * R;
+			as[((r >> 4) * 16 + m) * XM_AROW + (r & 15)] = __float2bfloat16(d16[u]);
+		}
+	};
+	e_load(tid);
+	d_load(tid);
+	for (int e = tid; e < 243; e += 256) {
+		unsigned long long L = 0;
+		unsigned int pq = (unsigned int)e;
+		for (int j = 0; j < 5; j++) {
+			unsigned int c = pq % 3u;
+			pq /= 3u;
+			unsigned long long sl = c == 0 ? 0x32ull : (c == 1 ? 0x44ull : 0x10ull);
+			L |= sl << (8 * j);
+		}
+		tab[e] = L;
+	}
+#pragma unroll
+	for (int u = 0; u < 4; u++) {
+		const int e = tid + 256 * u;
+		if (e < R * (XM_BYTES / 16))
+			*(uint4 *)(pk + 16 * e) = make_uint4(w4[u][0], w4[u][1], w4[u][2], w4[u][3]);
+	}
+	e_store(tid);
+	d_store(tid);
+	for (int e0 = tid + 256 * 8; e0 < nr * ngt; e0 += 256 * 8) {
+		e_load(e0);
+		e_store(e0);
+	}
+	for (int e0 = tid + 256 * 16; e0 < 16 * R; e0 += 256 * 16) {
+		d_load(e0);
+		d_store(e0);
+	}
+	__syncthreads();
+	/* lane: byte column cb = 8 warp + g of the CTA; its five k = 5 (cb0 +
+	 * cb) + j lie in groups glo (j < jb) and ghi */
+	const int cbl = 8 * warp + g;
+	const int64_t kk0 = 5 * (cb0 + cbl);
+	int glo = (int)(kk0 / v.gs) - gt0;
+	int jb = (int)((int64_t)(glo + gt0 + 1) * v.gs - kk0);
+	int ghi = glo + 1;
+	if (jb >= 5 || ghi >= ngt) { jb = 5; ghi = glo; }
+	if (glo >= ngt) glo = ghi = ngt - 1; /* a column past the row: zero trits */
+	float c[5][4];
+#pragma unroll
+	for (int j = 0; j < 5; j++)
+#pragma unroll
+		for (int t = 0; t < 4; t++) c[j][t] = 0.0f;
+	const int rows4[4] = { 2 * q, 2 * q + 1, 2 * q + 8, 2 * q + 9 };
+	for (int st = 0; st < R / 16; st++) {
+		const int rbase = 16 * st;
+		uint32_t a[4];
+		const __nv_bfloat16 *ap = as + (st * 16) * XM_AROW;
+		a[0] = *(const uint32_t *)(ap + g * XM_AROW + 2 * q);
+		a[1] = *(const uint32_t *)(ap + (g + 8) * XM_AROW + 2 * q);
+		a[2] = *(const uint32_t *)(ap + g * XM_AROW + 2 * q + 8);
+		a[3] = *(const uint32_t *)(ap + (g + 8) * XM_AROW + 2 * q + 8);
+		/* the four rows' selector words and scale words */
+		unsigned long long L[4];
+		uint32_t hlo[4], hhi[4];
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			const int r = rbase + rows4[i];
+			L[i] = tab[pk[r * XM_BYTES + cbl]];
+			const int elo = ek[r * ngt + glo], ehi = ek[r * ngt + ghi];
+			uint32_t h = elo < -126 ? 0u : (uint32_t)(elo + 127) << 7;
+			hlo[i] = h | ((h | 0x8000u) << 16);
+			h = ehi < -126 ? 0u : (uint32_t)(ehi + 127) << 7;
+			hhi[i] = h | ((h | 0x8000u) << 16);
+		}
+#pragma unroll
+		for (int j = 0; j < 5; j++) {
+			uint32_t w[4];
+#pragma unroll
+			for (int i = 0; i < 4; i++)
+				w[i] = prmt(j < jb ? hlo[i] : hhi[i], 0u, (uint32_t)(L[i] >> (8 * j)));
+			const uint32_t b0 = prmt(w[0], w[1], 0x5410u);
+			const uint32_t b1 = prmt(w[2], w[3], 0x5410u);
+			mma16816(c[j], a, b0, b1);
+		}
+	}
+	/* c[j][t]: token m = g + 8 (t >> 1), byte column 2q + (t & 1) of the
+	 * warp's block, digit j */
+#pragma unroll
+	for (int j = 0; j < 5; j++)
+#pragma unroll
+		for (int t = 0; t < 4; t++) {
+			const int m = g + 8 * (t >> 1);
+			const int64_t k = 5 * (cb0 + 8 * warp + 2 * q + (t & 1)) + j;
+			if (m >= M || k >= K) continue;
+			if (part) {
+				part[((int64_t)blockIdx.y * Mt + mz + m) * K + k] = c[j][t];
+			} else {
+				float *o = dx + (int64_t)(mz + m) * K + k;
+				*o = acc ? *o + c[j][t] : c[j][t];
+			}
+		}
+}
+
+static int g_xm_ready = 0;
+static int skinny_backward_x_mma(arb_backend *be, const tern_view &v, const float *dy, float *dx,
+				 int64_t M, int accumulate)
+{
+	if (v.corr || cuda_legacy("bwdx") || M > 256) return 0;
+	const int64_t N = v.rows, K = v.cols;
+	const int64_t tiles = (v.row_bytes + XM_BYTES - 1) / XM_BYTES;
+	const int64_t Z = (M + 15) / 16;
+	/* about two CTAs per SM over row chunks of 128..256 rows (h15: 64-row
+	 * chunks left the moe's 2048 x 512 at 10 us plus a split_sum over 32
+	 * partials) */
+	cuda_priv *p = cuda_get_priv(be);
+	int64_t S = (2 * (int64_t)p->sms + tiles * Z - 1) / (tiles * Z);
+	int64_t smax = (N + 127) / 128;
+	if (S > smax) S = smax;
+	if (S < 1) S = 1;
+	while (S > 1 && S * M * K > ((int64_t)1 << 24)) S /= 2;
+	int64_t R = (N + S - 1) / S;
+	R = (R + 15) & ~(int64_t)15;
+	if (R > 256) R = 256;
+	S = (N + R - 1) / R;
+	if (S > 1 && S * M * K > ((int64_t)1 << 26)) return 0; /* too much partial memory */
+	int64_t span = (int64_t)(XM_BYTES * 5 + v.gs - 2) / v.gs + 1;
+	const int ngt = (int)(span < v.groups ? span : v.groups);
+	if (!g_xm_ready) {
+		CK(cudaFuncSetAttribute(skinny_bwdx_mma_kernel,
+			cudaFuncAttributeMaxDynamicSharedMemorySize,
+			(int)xm_smem(256, (XM_BYTES * 5 + ARB_GROUP_MIN - 2) / ARB_GROUP_MIN + 1)));
+		g_xm_ready = 1;
+	}
+	unsigned int *cnt = NULL;
+	float *part = S > 1 ? cuda_split_ws(be, S * M * K, &cnt, 1) : NULL;
+	dim3 grid((unsigned)tiles, (unsigned)S, (unsigned)Z);
+	skinny_bwdx_mma_kernel<<<grid, 256, xm_smem((int)R, ngt)>>>(v, dy, dx, (int)M, accumulate,
+								   (int)R, ngt, part);
+	CK_LAUNCH(skinny_bwdx_mma);
+	if (part) {
+		int64_t n = M * K;
+		unsigned int gb = (unsigned int)((n + 255) / 256);
+		if (gb > 4096) gb = 4096;
+		split_sum_kernel<<<gb, 256>>>(part, (int)S, n, dx, accumulate);
+		CK_LAUNCH(split_sum);
+	}
+	return 1;
+}
+
 static int g_xb_ready = 0;
 static int skinny_backward_x(arb_backend *be, const tern_view &v, const float *dy, float *dx,
 			     int64_t M, int accumulate)
 {
 	if (cuda_legacy("skinny") || M > 256) return 0;
+	if (skinny_backward_x_mma(be, v, dy, dx, M, accumulate)) return 1;
 	if (!g_xb_ready) {
 		CK(cudaFuncSetAttribute(skinny_bwdx_kernel,
 			cudaFuncAttributeMaxDynamicSharedMemorySize, (int)xb_smem(XB_RPC, XB_NGT)));
