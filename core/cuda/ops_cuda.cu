@@ -503,6 +503,11 @@ __global__ void step_erule_kernel3(int32_t *score, int8_t *E, int8_t *Eacc,
  * exponent rule runs in the same kernel (no global atomics on score). */
 #define ST_TILE 4096
 #define ST_W (ST_TILE * 5)
+#define ST_PRE 3 /* groups per thread whose state is loaded with the tile */
+#ifndef ST_MINB
+#define ST_MINB 2 /* CTAs per SM (h15: 3 caps registers at 80, spills, and is
+		   * 10-15 % slower on bench_stream) */
+#endif
 
 struct erule_args {
 	int8_t *E, *Eacc;
@@ -515,17 +520,21 @@ struct erule_args {
 
 struct st_ctr { unsigned int flips, cand, sat, capped, zeros; };
 
-__device__ __forceinline__ int erule_one(int s, int64_t g, const erule_args &e)
+/* the exponent rule of group g from its loaded state: score s (flips
+ * already subtracted), E_accum ea and E e0 (read only with e.Eacc); raw:
+ * the score as stored (nothing to clear when 0) */
+__device__ __forceinline__ int erule_vals(int s, int raw, int ea, int e0, int64_t g,
+					  const erule_args &e)
 {
 	int ch = 0;
 	if (e.Eacc) {
-		int ea = e.Eacc[g], e0 = e.E[g], ee = e0;
-		erule_residual(s, ea, ee, e.ethr, e.emin, e.emax);
-		e.Eacc[g] = (int8_t)ea;
+		int x = ea, ee = e0;
+		erule_residual(s, x, ee, e.ethr, e.emin, e.emax);
+		if (x != ea) e.Eacc[g] = (int8_t)x;
 		if (ee != e0) { e.E[g] = (int8_t)ee; ch = 1; }
 	}
 	if (e.corr) e.corr[g] -= s;
-	e.score[g] = 0;
+	if (raw) e.score[g] = 0;
 	return ch;
 }
 
@@ -609,16 +618,24 @@ __device__ __forceinline__ int st_popc_range(const uint32_t *m, int lo, int hi)
 }
 
 template <int CAPPING>
-__global__ void __launch_bounds__(256) step_fast_kernel4(step_args a, erule_args e)
+__global__ void __launch_bounds__(256, ST_MINB) step_fast_kernel4(step_args a, erule_args e)
 {
-	__shared__ int fl[ST_W / ARB_GROUP_MIN];
+	/* flips per group of a tile, double buffered: a tile's counters are
+	 * cleared by the thread that reads them in the exponent rule, and the
+	 * next tile counts into the other buffer, so one barrier per tile
+	 * suffices (the tile after next reuses the buffer only after the next
+	 * tile's barrier, which every thread reaches after its reads) */
+	__shared__ int fl[2][ST_W / ARB_GROUP_MIN];
 	__shared__ uint8_t zt[256]; /* zero trits per packed byte */
 	for (int l = threadIdx.x; l < 256; l += 256) {
 		unsigned int q = (unsigned int)l, z = 0;
 		for (int d = 0; d < 5; d++) { z += q % 3u == 1u; q /= 3u; }
 		zt[l] = (uint8_t)z;
 	}
+	if (e.fuse)
+		for (int l = threadIdx.x; l < 2 * (ST_W / ARB_GROUP_MIN); l += 256) fl[0][l] = 0;
 	__syncthreads();
+	int par = 0;
 	const uint32_t thr4 = 0x01010101u * (uint32_t)a.thr;
 	const int64_t nb = a.rows * a.rb;
 	const int64_t ntiles = (nb + ST_TILE - 1) / ST_TILE;
@@ -634,10 +651,25 @@ __global__ void __launch_bounds__(256) step_fast_kernel4(step_args a, erule_args
 	const int ngt = e.fuse ? (ST_W >> e.lg) : 0;
 	const int count_flips = a.score != NULL;
 	for (int64_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
+		/* the tile's group state (first ST_PRE groups of this thread)
+		 * loaded now: its round trip overlaps the trits' (h15 ncu: the
+		 * load after the barrier was a second dependent round trip per
+		 * tile, long_scoreboard + barrier the top stalls) */
+		int ps[ST_PRE], pa[ST_PRE], pe[ST_PRE];
 		if (e.fuse) {
-			for (int l = tid; l < ngt; l += 256) fl[l] = 0;
-			__syncthreads();
+#pragma unroll
+			for (int u = 0; u < ST_PRE; u++) {
+				const int l = tid + 256 * u;
+				const int64_t G = tile * (int64_t)ngt + l;
+				ps[u] = pa[u] = pe[u] = 0;
+				if (l < ngt && G < e.ng) {
+					ps[u] = e.score[G];
+					if (e.Eacc) { pa[u] = e.Eacc[G]; pe[u] = e.E[G]; }
+				}
+			}
 		}
+		int *const flb = fl[par];
+		par ^= 1;
 		const int64_t b0 = tile * ST_TILE + (int64_t)tid * 16;
 		const uint64_t i0 = (uint64_t)b0 * 5u;
 		uint32_t fm[3] = { 0, 0, 0 };
@@ -771,7 +803,7 @@ __global__ void __launch_bounds__(256) step_fast_kernel4(step_args a, erule_args
 				for (int l = pos0 >> e.lg; l <= (pos0 + 79) >> e.lg; l++) {
 					int lo = (l << e.lg) - pos0, hi = lo + gs;
 					int n = st_popc_range(fm, lo < 0 ? 0 : lo, hi > 80 ? 80 : hi);
-					if (n) atomicAdd(&fl[l], n);
+					if (n) atomicAdd(&flb[l], n);
 				}
 			} else {
 				for (int p = 0; p < 80; p++)
@@ -781,14 +813,25 @@ __global__ void __launch_bounds__(256) step_fast_kernel4(step_args a, erule_args
 		if (e.fuse) {
 			__syncthreads();
 			int64_t G0 = tile * (int64_t)ngt;
-			for (int l = tid; l < ngt; l += 256) {
+#pragma unroll
+			for (int u = 0; u < ST_PRE; u++) {
+				const int l = tid + 256 * u;
+				const int64_t G = G0 + l;
+				if (l < ngt && G < e.ng) {
+					int f = 0;
+					if (count_flips) { f = flb[l]; flb[l] = 0; }
+					ech += erule_vals(ps[u] - f, ps[u], pa[u], pe[u], G, e);
+				}
+			}
+			for (int l = tid + 256 * ST_PRE; l < ngt; l += 256) {
 				int64_t G = G0 + l;
 				if (G >= e.ng) break;
-				int s = e.score[G];
-				if (count_flips) s -= fl[l];
-				ech += erule_one(s, G, e);
+				const int raw = e.score[G];
+				const int ea = e.Eacc ? e.Eacc[G] : 0, e0 = e.Eacc ? e.E[G] : 0;
+				int f = 0;
+				if (count_flips) { f = flb[l]; flb[l] = 0; }
+				ech += erule_vals(raw - f, raw, ea, e0, G, e);
 			}
-			__syncthreads();
 		}
 	}
 	block_add_u64(ct.flips, &a.ws->stats[0]);
@@ -1010,16 +1053,8 @@ __global__ void __launch_bounds__(256) step_rows_kernel(const __grid_constant__ 
 			for (int u = 0; u < 4; u++) {
 				const int l = l0 + 256 * u;
 				if (l >= ng) break;
-				const int64_t g = G0 + l;
-				const int s = count ? sc[u] - fl[l] : sc[u];
-				if (e.Eacc) {
-					int x = ea[u], ee = e0[u];
-					erule_residual(s, x, ee, e.ethr, e.emin, e.emax);
-					if (x != ea[u]) e.Eacc[g] = (int8_t)x;
-					if (ee != e0[u]) { e.E[g] = (int8_t)ee; ech++; }
-				}
-				if (e.corr) e.corr[g] -= s;
-				if (sc[u]) e.score[g] = 0;
+				ech += erule_vals(count ? sc[u] - fl[l] : sc[u], sc[u], ea[u], e0[u],
+						  G0 + l, e);
 			}
 		}
 	}
