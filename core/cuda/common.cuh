@@ -186,4 +186,25 @@ __device__ __forceinline__ int trit_digit(unsigned int b, int j)
 	return (int)(q - 3u * ((q * 43691u) >> 17)) - 1;
 }
 
+/* shared-memory address and asynchronous global -> shared copies (cp.async,
+ * sm_80+): 16 or 4 bytes, bytes < size zero-fills the rest (0: reads none) */
+__device__ __forceinline__ uint32_t smem_u32(const void *p)
+{
+	return (uint32_t)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void cp_async16(void *s, const void *g, int bytes)
+{
+	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+		     :: "r"(smem_u32(s)), "l"(g), "r"(bytes));
+}
+/* 4 bytes; bytes = 0 fills zeros without reading g */
+__device__ __forceinline__ void cp_async4(void *s, const void *g, int bytes)
+{
+	asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n"
+		     :: "r"(smem_u32(s)), "l"(g), "r"(bytes));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N>
+__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
+
 #endif /* ARB_CUDA_COMMON_CUH */

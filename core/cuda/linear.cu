@@ -30,10 +30,6 @@
 
 /* ---------------------------------------------------------------------------
  * mma helpers */
-__device__ __forceinline__ uint32_t smem_u32(const void *p)
-{
-	return (uint32_t)__cvta_generic_to_shared(p);
-}
 __device__ __forceinline__ void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2,
 					uint32_t &r3, const void *p)
 {
@@ -437,20 +433,6 @@ __global__ void __launch_bounds__(256) tc_gemm_kernel1(LA la, LB lb, int64_t I,
 
 static inline int64_t pad8(int64_t r) { return (r + 7) & ~(int64_t)7; }
 
-__device__ __forceinline__ void cp_async16(void *s, const void *g, int bytes)
-{
-	asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
-		     :: "r"(smem_u32(s)), "l"(g), "r"(bytes));
-}
-/* 4 bytes; bytes = 0 fills zeros without reading g */
-__device__ __forceinline__ void cp_async4(void *s, const void *g, int bytes)
-{
-	asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n"
-		     :: "r"(smem_u32(s)), "l"(g), "r"(bytes));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n"); }
-template <int N>
-__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
 
 /* fp32 [rows][cols] -> bf16 [rows][ldp] (zero padded) */
 __global__ void to_bf16_kernel(const float *src, int64_t rows, int64_t cols, int64_t ldp,
