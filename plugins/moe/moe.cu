@@ -171,9 +171,13 @@ static void cu_dispatch_dense(const moe_dims *d, const int32_t *idx,
  * aux_kernel and dispatch_dense_kernel: the results are bitwise the same. */
 #define RD_THREADS 256
 __global__ void __launch_bounds__(RD_THREADS) route_dense_kernel(moe_dims d,
-	const float *logits, int32_t *idx, float *w, float *stat, int32_t *tok,
-	int32_t *ex, float *wt, int32_t *rslot, int32_t *rowpos)
+	const float *__restrict__ logits, int32_t *__restrict__ idx,
+	float *__restrict__ w, float *__restrict__ stat, int32_t *__restrict__ tok,
+	int32_t *__restrict__ ex, float *__restrict__ wt, int32_t *__restrict__ rslot,
+	int32_t *__restrict__ rowpos)
 {
+	/* (restrict: the logits row stays in registers / L1 across the loops
+	 * below instead of being reloaded after every store) */
 	__shared__ float part[2][MOE_MAX_EXPERTS][RD_THREADS / 32];
 	const int m = threadIdx.x, lane = m & 31, wid = m >> 5;
 	const int valid = m < d.M;
@@ -241,9 +245,10 @@ __global__ void __launch_bounds__(RD_THREADS) route_dense_kernel(moe_dims d,
 			       ((double)stat[1 + d.E + e] / (double)d.M);
 		stat[0] = (float)(d.coef * aux);
 	}
-	for (int64_t j = m; j < d.P; j += RD_THREADS) {
-		int e = (int)(j / d.M);
-		int64_t mm = j % d.M;
+	/* P = E * M <= 64 * 256: 32-bit index arithmetic */
+	const int Mi = (int)d.M, Pi = (int)d.P;
+	for (int j = m; j < Pi; j += RD_THREADS) {
+		const int e = j / Mi, mm = j - e * Mi;
 		float wv = 0.0f;
 		int32_t sl = -1;
 		for (int s = 0; s < d.k; s++) {
