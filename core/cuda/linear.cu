@@ -890,6 +890,25 @@ __device__ __forceinline__ void s3_load(const uint8_t *packed, int64_t N, int64_
 	}
 }
 
+/* the 243-entry selector table in shared memory (a 256-thread CTA): entry
+ * b holds, for each digit j of packed byte b, the PRMT selector byte that
+ * picks bf16 -2^E (digit 0: 0x32), zero (1: 0x44, a byte of the zero
+ * operand) or +2^E (2: 0x10) from the word 2^E | (-2^E) << 16 */
+__device__ __forceinline__ void s3_table(unsigned long long *tab)
+{
+	for (int e = threadIdx.x; e < 243; e += 256) {
+		unsigned long long L = 0;
+		unsigned int p = (unsigned int)e;
+		for (int j = 0; j < 5; j++) {
+			unsigned int c = p % 3u;
+			p /= 3u;
+			unsigned long long s = c == 0 ? 0x32ull : (c == 1 ? 0x44ull : 0x10ull);
+			L |= s << (8 * j);
+		}
+		tab[e] = L;
+	}
+}
+
 /* 16 bytes -> 80 PRMT selector bytes (20 words, word s = step s) */
 __device__ __forceinline__ void s3_sel(const uint32_t *r, const unsigned long long *tab, uint32_t *sw)
 {
@@ -938,17 +957,7 @@ __global__ void __launch_bounds__(256) skinny_fwd_kernel3(tern_view v, const flo
 		for (int h = 0; h < 2; h++)
 			s3_load(v.packed, N, rb, nt0 + warp * 16 * TPW + t * 16 + g + 8 * h,
 				blk0 * 64 + 16 * q, wb[t][h]);
-	for (int e = tid; e < 243; e += 256) {
-		unsigned long long L = 0;
-		unsigned int p = (unsigned int)e;
-		for (int j = 0; j < 5; j++) {
-			unsigned int c = p % 3u;
-			p /= 3u;
-			unsigned long long s = c == 0 ? 0x32ull : (c == 1 ? 0x44ull : 0x10ull);
-			L |= s << (8 * j);
-		}
-		tab[e] = L;
-	}
+	s3_table(tab);
 	/* x tile in the permuted order: k = kbase + 320 kb + 80 q + 4 s + slot.
 	 * Four consecutive k (one slot quad) are one float4 load when x rows
 	 * are 16-byte aligned and one 8-byte shared store; a work item is a
@@ -1485,17 +1494,7 @@ __global__ void __launch_bounds__(256) skinny_bwdx_mma_kernel(tern_view v, const
 	};
 	e_load(tid);
 	d_load(tid);
-	for (int e = tid; e < 243; e += 256) {
-		unsigned long long L = 0;
-		unsigned int pq = (unsigned int)e;
-		for (int j = 0; j < 5; j++) {
-			unsigned int c = pq % 3u;
-			pq /= 3u;
-			unsigned long long sl = c == 0 ? 0x32ull : (c == 1 ? 0x44ull : 0x10ull);
-			L |= sl << (8 * j);
-		}
-		tab[e] = L;
-	}
+	s3_table(tab);
 #pragma unroll
 	for (int u = 0; u < 4; u++) {
 		const int e = tid + 256 * u;

@@ -53,13 +53,11 @@ __device__ float block_sum(float v, float *sh)
 }
 
 /* ---- route: one thread per token */
-__global__ void route_kernel(moe_dims d, const float *logits, int32_t *idx,
-			     float *w)
+/* top-k of one token's logits l (ties -> lower index) into sel, and its
+ * idx / w entries (softmax over the selected) */
+__device__ __forceinline__ void route_one(const moe_dims &d, const float *l,
+					  int *sel, int32_t *idx, float *w)
 {
-	int64_t m = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-	if (m >= d.M) return;
-	const float *l = logits + m * d.E;
-	int sel[MOE_MAX_TOPK];
 	for (int s = 0; s < d.k; s++) {
 		int best = -1;
 		for (int e = 0; e < d.E; e++) {
@@ -76,9 +74,18 @@ __global__ void route_kernel(moe_dims d, const float *logits, int32_t *idx,
 		sum += ws[s];
 	}
 	for (int s = 0; s < d.k; s++) {
-		idx[m * d.k + s] = sel[s];
-		w[m * d.k + s] = ws[s] / sum;
+		idx[s] = sel[s];
+		w[s] = ws[s] / sum;
 	}
+}
+
+__global__ void route_kernel(moe_dims d, const float *logits, int32_t *idx,
+			     float *w)
+{
+	int64_t m = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (m >= d.M) return;
+	int sel[MOE_MAX_TOPK];
+	route_one(d, logits + m * d.E, sel, idx + m * d.k, w + m * d.k);
 }
 
 static void cu_route(const moe_dims *d, const float *logits, int32_t *idx,
@@ -89,6 +96,17 @@ static void cu_route(const moe_dims *d, const float *logits, int32_t *idx,
 }
 
 /* ---- stats: block per expert (counts, prob sums), then one thread */
+/* the max of one token's logits in *mx and the softmax denominator */
+__device__ __forceinline__ float softmax_den(const moe_dims &d, const float *l, float *mx)
+{
+	float m = l[0];
+	for (int j = 1; j < d.E; j++) m = fmaxf(m, l[j]);
+	float sum = 0.0f;
+	for (int j = 0; j < d.E; j++) sum += expf(l[j] - m);
+	*mx = m;
+	return sum;
+}
+
 __global__ void stats_kernel(moe_dims d, const float *logits,
 			     const int32_t *idx, float *stat)
 {
@@ -97,10 +115,8 @@ __global__ void stats_kernel(moe_dims d, const float *logits,
 	float cnt = 0.0f, ps = 0.0f;
 	for (int64_t m = threadIdx.x; m < d.M; m += blockDim.x) {
 		const float *l = logits + m * d.E;
-		float mx = l[0];
-		for (int j = 1; j < d.E; j++) mx = fmaxf(mx, l[j]);
-		float sum = 0.0f;
-		for (int j = 0; j < d.E; j++) sum += expf(l[j] - mx);
+		float mx;
+		const float sum = softmax_den(d, l, &mx);
 		ps += expf(l[e] - mx) / sum;
 		for (int s = 0; s < d.k; s++) cnt += idx[m * d.k + s] == e;
 	}
@@ -112,13 +128,19 @@ __global__ void stats_kernel(moe_dims d, const float *logits,
 	}
 }
 
-__global__ void aux_kernel(moe_dims d, float *stat)
+/* stat[0] = coef * sum_e f_e Pbar_e from the counts and prob sums */
+__device__ __forceinline__ void aux_of(const moe_dims &d, float *stat)
 {
 	double aux = 0.0;
 	for (int e = 0; e < d.E; e++)
 		aux += (double)stat[1 + e] / (double)(d.M * d.k) *
 		       ((double)stat[1 + d.E + e] / (double)d.M);
 	stat[0] = (float)(d.coef * aux);
+}
+
+__global__ void aux_kernel(moe_dims d, float *stat)
+{
+	aux_of(d, stat);
 }
 
 static void cu_stats(const moe_dims *d, const float *logits,
@@ -131,15 +153,11 @@ static void cu_stats(const moe_dims *d, const float *logits,
 }
 
 /* ---- dense dispatch: thread per row j = e*M + m */
-__global__ void dispatch_dense_kernel(moe_dims d, const int32_t *idx,
-				      const float *w, int32_t *tok, int32_t *ex,
-				      float *wt, int32_t *rslot,
-				      int32_t *rowpos)
+__device__ __forceinline__ void dispatch_row(const moe_dims &d, int64_t j, int e, int64_t m,
+					     const int32_t *idx, const float *w, int32_t *tok,
+					     int32_t *ex, float *wt, int32_t *rslot,
+					     int32_t *rowpos)
 {
-	int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-	if (j >= d.P) return;
-	int e = (int)(j / d.M);
-	int64_t m = j % d.M;
 	float wv = 0.0f;
 	int32_t sl = -1;
 	for (int s = 0; s < d.k; s++) {
@@ -152,6 +170,16 @@ __global__ void dispatch_dense_kernel(moe_dims d, const int32_t *idx,
 	ex[j] = e;
 	wt[j] = wv;
 	rslot[j] = sl;
+}
+
+__global__ void dispatch_dense_kernel(moe_dims d, const int32_t *idx,
+				      const float *w, int32_t *tok, int32_t *ex,
+				      float *wt, int32_t *rslot,
+				      int32_t *rowpos)
+{
+	int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (j >= d.P) return;
+	dispatch_row(d, j, (int)(j / d.M), j % d.M, idx, w, tok, ex, wt, rslot, rowpos);
 }
 
 static void cu_dispatch_dense(const moe_dims *d, const int32_t *idx,
@@ -185,29 +213,8 @@ __global__ void __launch_bounds__(RD_THREADS) route_dense_kernel(moe_dims d,
 	int sel[MOE_MAX_TOPK];
 	float mx = 0.0f, sum = 0.0f;
 	if (valid) {
-		for (int s = 0; s < d.k; s++) {
-			int best = -1;
-			for (int e = 0; e < d.E; e++) {
-				int taken = 0;
-				for (int t = 0; t < s; t++) taken |= sel[t] == e;
-				if (taken) continue;
-				if (best < 0 || l[e] > l[best]) best = e;
-			}
-			sel[s] = best;
-		}
-		float tm = l[sel[0]], ts = 0.0f, ws[MOE_MAX_TOPK];
-		for (int s = 0; s < d.k; s++) {
-			ws[s] = expf(l[sel[s]] - tm);
-			ts += ws[s];
-		}
-		for (int s = 0; s < d.k; s++) {
-			idx[m * d.k + s] = sel[s];
-			w[m * d.k + s] = ws[s] / ts;
-		}
-		/* the softmax over all E of stats_kernel */
-		mx = l[0];
-		for (int j = 1; j < d.E; j++) mx = fmaxf(mx, l[j]);
-		for (int j = 0; j < d.E; j++) sum += expf(l[j] - mx);
+		route_one(d, l, sel, idx + m * d.k, w + m * d.k);
+		sum = softmax_den(d, l, &mx); /* the softmax over all E of stats_kernel */
 	}
 	for (int e = 0; e < d.E; e++) {
 		float cnt = 0.0f, ps = 0.0f;
@@ -238,29 +245,12 @@ __global__ void __launch_bounds__(RD_THREADS) route_dense_kernel(moe_dims d,
 		}
 	}
 	__syncthreads();
-	if (m == 0) {
-		double aux = 0.0;
-		for (int e = 0; e < d.E; e++)
-			aux += (double)stat[1 + e] / (double)(d.M * d.k) *
-			       ((double)stat[1 + d.E + e] / (double)d.M);
-		stat[0] = (float)(d.coef * aux);
-	}
+	if (m == 0) aux_of(d, stat);
 	/* P = E * M <= 64 * 256: 32-bit index arithmetic */
 	const int Mi = (int)d.M, Pi = (int)d.P;
 	for (int j = m; j < Pi; j += RD_THREADS) {
-		const int e = j / Mi, mm = j - e * Mi;
-		float wv = 0.0f;
-		int32_t sl = -1;
-		for (int s = 0; s < d.k; s++) {
-			if (idx[mm * d.k + s] != e) continue;
-			wv = w[mm * d.k + s];
-			sl = (int32_t)(mm * d.k + s);
-			rowpos[sl] = (int32_t)j;
-		}
-		tok[j] = (int32_t)mm;
-		ex[j] = e;
-		wt[j] = wv;
-		rslot[j] = sl;
+		const int e = j / Mi;
+		dispatch_row(d, j, e, j - e * Mi, idx, w, tok, ex, wt, rslot, rowpos);
 	}
 }
 
