@@ -1273,7 +1273,7 @@ static void c_tern_step_many(arb_backend *be, arb_tern *const *w, const arb_step
 	}
 	/* the tensors that take it share row-batched launches; the others
 	 * their own kernels */
-	static sr_batch sb; /* host staging of a launch's parameters */
+	sr_batch sb; /* a launch's parameters (about 3 KB) */
 	unsigned int blocks = 0;
 	sb.n = 0;
 	for (int i = 0; i < n; i++) {
