@@ -1577,6 +1577,37 @@ __global__ void __launch_bounds__(256) skinny_bwdx_mma_kernel(tern_view v, const
 		}
 }
 
+static void split_sum_launch(const float *part, int64_t S, int64_t n, float *out, int acc)
+{
+	unsigned int gb = (unsigned int)((n + 255) / 256);
+	if (gb > 4096) gb = 4096;
+	split_sum_kernel<<<gb, 256>>>(part, (int)S, n, out, acc);
+	CK_LAUNCH(split_sum);
+}
+
+/* rows of W per chunk of a skinny backward_x split over row chunks (grid.y;
+ * *S the number of chunks): about two CTAs per SM with `ctas` CTAs per
+ * chunk, at least 128 rows a chunk (h15 ncu: 32-row chunks spent most
+ * instructions on staging and the warp tree, and split_sum over 64 partials
+ * took 4.6 us a call), at most 256, a multiple of align, the partial sums at
+ * most 16M floats; 0 when even that would exceed 64M floats */
+static int64_t bwdx_chunk_rows(arb_backend *be, int64_t N, int64_t M, int64_t K, int64_t ctas,
+			       int align, int64_t *S_out)
+{
+	int64_t S = (2 * (int64_t)cuda_get_priv(be)->sms + ctas - 1) / ctas;
+	const int64_t smax = (N + 127) / 128;
+	if (S > smax) S = smax;
+	while (S > 1 && S * M * K > ((int64_t)1 << 24)) S /= 2;
+	if (S < 1) S = 1;
+	int64_t R = (N + S - 1) / S;
+	R = (R + align - 1) / align * align;
+	if (R > 256) R = 256;
+	S = (N + R - 1) / R;
+	if (S > 1 && S * M * K > ((int64_t)1 << 26)) return 0; /* too much partial memory */
+	*S_out = S;
+	return R;
+}
+
 static int g_xm_ready = 0;
 static int skinny_backward_x_mma(arb_backend *be, const tern_view &v, const float *dy, float *dx,
 				 int64_t M, int accumulate)
@@ -1588,17 +1619,9 @@ static int skinny_backward_x_mma(arb_backend *be, const tern_view &v, const floa
 	/* about two CTAs per SM over row chunks of 128..256 rows (h15: 64-row
 	 * chunks left the moe's 2048 x 512 at 10 us plus a split_sum over 32
 	 * partials) */
-	cuda_priv *p = cuda_get_priv(be);
-	int64_t S = (2 * (int64_t)p->sms + tiles * Z - 1) / (tiles * Z);
-	int64_t smax = (N + 127) / 128;
-	if (S > smax) S = smax;
-	if (S < 1) S = 1;
-	while (S > 1 && S * M * K > ((int64_t)1 << 24)) S /= 2;
-	int64_t R = (N + S - 1) / S;
-	R = (R + 15) & ~(int64_t)15;
-	if (R > 256) R = 256;
-	S = (N + R - 1) / R;
-	if (S > 1 && S * M * K > ((int64_t)1 << 26)) return 0; /* too much partial memory */
+	int64_t S;
+	const int64_t R = bwdx_chunk_rows(be, N, M, K, tiles * Z, 16, &S);
+	if (!R) return 0;
 	int64_t span = (int64_t)(XM_BYTES * 5 + v.gs - 2) / v.gs + 1;
 	const int ngt = (int)(span < v.groups ? span : v.groups);
 	if (!g_xm_ready) {
@@ -1613,13 +1636,7 @@ static int skinny_backward_x_mma(arb_backend *be, const tern_view &v, const floa
 	skinny_bwdx_mma_kernel<<<grid, 256, xm_smem((int)R, ngt)>>>(v, dy, dx, (int)M, accumulate,
 								   (int)R, ngt, part);
 	CK_LAUNCH(skinny_bwdx_mma);
-	if (part) {
-		int64_t n = M * K;
-		unsigned int gb = (unsigned int)((n + 255) / 256);
-		if (gb > 4096) gb = 4096;
-		split_sum_kernel<<<gb, 256>>>(part, (int)S, n, dx, accumulate);
-		CK_LAUNCH(split_sum);
-	}
+	if (part) split_sum_launch(part, S, M * K, dx, accumulate);
 	return 1;
 }
 
@@ -1643,18 +1660,9 @@ static int skinny_backward_x(arb_backend *be, const tern_view &v, const float *d
 	int64_t Z = (2 * (int64_t)p->sms + tiles - 1) / tiles;
 	if (Z > (M + XB_MT - 1) / XB_MT) Z = (M + XB_MT - 1) / XB_MT;
 	if (Z < 1) Z = 1;
-	int64_t S = (2 * (int64_t)p->sms + tiles * Z - 1) / (tiles * Z);
-	/* at least 128 rows (16 per warp) a chunk: h15 ncu showed 32-row
-	 * chunks spending most instructions on staging and the warp tree, and
-	 * split_sum over 64 partials at 4.6 us a call */
-	int64_t smax = (N + 127) / 128;
-	if (S > smax) S = smax;
-	while (S > 1 && S * M * K > ((int64_t)1 << 24)) S /= 2;
-	if (S < 1) S = 1;
-	int64_t rpc = (N + S - 1) / S;
-	if (rpc > XB_RPC) rpc = XB_RPC;
-	S = (N + rpc - 1) / rpc;
-	if (S > 1 && S * M * K > ((int64_t)1 << 26)) return 0; /* too much partial memory */
+	int64_t S;
+	const int64_t rpc = bwdx_chunk_rows(be, N, M, K, tiles * Z, 1, &S);
+	if (!rpc) return 0;
 	/* groups the widest tile touches */
 	int64_t span = (int64_t)(XB_LANES * 5 + v.gs - 2) / v.gs + 1;
 	int ngt = (int)(span < v.groups ? span : v.groups);
@@ -1664,13 +1672,7 @@ static int skinny_backward_x(arb_backend *be, const tern_view &v, const float *d
 	skinny_bwdx_kernel<<<grid, 256, xb_smem(rpc, ngt)>>>(v, dy, dx, (int)M, accumulate,
 							      (int)rpc, ngt, part);
 	CK_LAUNCH(skinny_bwdx);
-	if (part) {
-		int64_t n = M * K;
-		unsigned int gb = (unsigned int)((n + 255) / 256);
-		if (gb > 4096) gb = 4096;
-		split_sum_kernel<<<gb, 256>>>(part, (int)S, n, dx, accumulate);
-		CK_LAUNCH(split_sum);
-	}
+	if (part) split_sum_launch(part, S, M * K, dx, accumulate);
 	return 1;
 }
 
