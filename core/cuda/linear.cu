@@ -846,6 +846,11 @@ static void dec_table_init(void)
  * scheduler for the moe's 2048 x 512 weights at 256 rows per CTA). */
 #define S3_ROWS 256
 #define S3_KB 320
+#ifndef S3_MINB
+#define S3_MINB 2 /* CTAs per SM: 128 registers (h15: the 256-row, 16-token
+		   * instance used 162, one CTA per SM; two made fwd M=16 at
+		   * 4096^2 29.5-29.9 -> 25.8-25.9 us in the same call) */
+#endif
 
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t s)
 {
@@ -925,7 +930,7 @@ __device__ __forceinline__ void s3_sel(const uint32_t *r, const unsigned long lo
 }
 
 template <int NT, int TPW>
-__global__ void __launch_bounds__(256) skinny_fwd_kernel3(tern_view v, const float *x,
+__global__ void __launch_bounds__(256, S3_MINB) skinny_fwd_kernel3(tern_view v, const float *x,
 	float *y, int Mt, int acc, int kpc, int lg, float *part, unsigned int *cnt)
 {
 	/* grid.z: 16-token chunks of x (Mt tokens in all); partials [S][Mt][N],
