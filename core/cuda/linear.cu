@@ -846,6 +846,12 @@ static void dec_table_init(void)
  * scheduler for the moe's 2048 x 512 weights at 256 rows per CTA). */
 #define S3_ROWS 256
 #define S3_KB 320
+#ifndef S3_TPW_SMS
+#define S3_TPW_SMS 2 /* 256-row CTAs only when they alone (with all their
+		      * split-K) fill S3_TPW_SMS CTAs per SM (h15: at two CTAs
+		      * per SM, 128-row CTAs made fwd M=16 at 4096^2 21.9 us
+		      * against 25.9) */
+#endif
 #ifndef S3_MINB
 #define S3_MINB 2 /* CTAs per SM: 128 registers (h15: the 256-row, 16-token
 		   * instance used 162, one CTA per SM; two made fwd M=16 at
@@ -1196,8 +1202,8 @@ static int skinny3_forward(arb_backend *be, const tern_view &v, const float *x, 
 	int64_t Z = (M + 15) / 16; /* 16-token chunks */
 	int64_t nblk = (K + S3_KB - 1) / S3_KB;
 	/* 128 rows per CTA unless 256-row CTAs with all the split-K they can
-	 * take already fill the GPU */
-	int tpw = ((N + 255) / 256) * Z * nblk >= p->sms ? 2 : 1;
+	 * take already fill the GPU (S3_TPW_SMS CTAs per SM) */
+	int tpw = ((N + 255) / 256) * Z * nblk >= S3_TPW_SMS * p->sms ? 2 : 1;
 	int64_t rows = 128 * tpw;
 	int64_t tiles = (N + rows - 1) / rows;
 	int64_t want = (3 * (int64_t)p->sms + tiles * Z - 1) / (tiles * Z); /* splits */
