@@ -505,8 +505,9 @@ __global__ void step_erule_kernel3(int32_t *score, int8_t *E, int8_t *Eacc,
 #define ST_W (ST_TILE * 5)
 #define ST_PRE 3 /* groups per thread whose state is loaded with the tile */
 #ifndef ST_MINB
-#define ST_MINB 2 /* CTAs per SM (h15: 3 caps registers at 80, spills, and is
-		   * 10-15 % slower on bench_stream) */
+#define ST_MINB 3 /* CTAs per SM (h16: 80 registers, no spills once the
+		   * 16-byte register path was gone; realistic step 0.111-0.120
+		   * -> 0.096-0.099 ms; h15, with that path: spills, slower) */
 #endif
 
 struct erule_args {
@@ -601,20 +602,31 @@ __device__ __forceinline__ void st_score_sub(const step_args &a, uint64_t i, int
 	atomicSub(&a.score[r * a.groups + (int)((uint32_t)c / (uint32_t)a.gs)], n);
 }
 
-__device__ __forceinline__ int st_popc_range(const uint32_t *m, int lo, int hi)
+
+/* the flips m (bit j: weight j) of the packed byte at tile position pos
+ * (global weight i) leave their group's score: counted in the tile's shared
+ * counters when fused (five weights touch at most two groups), else one
+ * global atomic each */
+__device__ __forceinline__ void st_flips_byte(unsigned int m, int pos, uint64_t i,
+					      const step_args &a, const erule_args &e, int *flb)
 {
-	int c = 0;
-#pragma unroll
-	for (int w = 0; w < 3; w++) {
-		int x = lo - 32 * w, y = hi - 32 * w;
-		x = x < 0 ? 0 : x;
-		y = y > 32 ? 32 : y;
-		if (x < y) {
-			uint32_t mk = (y - x == 32) ? 0xffffffffu : (((1u << (y - x)) - 1u) << x);
-			c += __popc(m[w] & mk);
+	if (e.fuse) {
+		const int glo = pos >> e.lg, ghi = (pos + 4) >> e.lg;
+		if (glo == ghi) {
+			atomicAdd(&flb[glo], __popc(m));
+		} else {
+			const int k = (ghi << e.lg) - pos; /* weights below k: group glo */
+			const unsigned int lo = m & ((1u << k) - 1u);
+			if (lo) atomicAdd(&flb[glo], __popc(lo));
+			if (m >> k) atomicAdd(&flb[ghi], __popc(m >> k));
 		}
+		return;
 	}
-	return c;
+	while (m) {
+		const int j = __ffs(m) - 1;
+		m &= m - 1;
+		st_score_sub(a, i + (uint64_t)j, 1);
+	}
 }
 
 template <int CAPPING>
@@ -636,7 +648,6 @@ __global__ void __launch_bounds__(256, ST_MINB) step_fast_kernel4(step_args a, e
 		for (int l = threadIdx.x; l < 2 * (ST_W / ARB_GROUP_MIN); l += 256) fl[0][l] = 0;
 	__syncthreads();
 	int par = 0;
-	const uint32_t thr4 = 0x01010101u * (uint32_t)a.thr;
 	const int64_t nb = a.rows * a.rb;
 	const int64_t ntiles = (nb + ST_TILE - 1) / ST_TILE;
 	const int tid = threadIdx.x;
@@ -672,7 +683,6 @@ __global__ void __launch_bounds__(256, ST_MINB) step_fast_kernel4(step_args a, e
 		par ^= 1;
 		const int64_t b0 = tile * ST_TILE + (int64_t)tid * 16;
 		const uint64_t i0 = (uint64_t)b0 * 5u;
-		uint32_t fm[3] = { 0, 0, 0 };
 		if (b0 + 16 <= nb) {
 			/* h11: the 80 accumulators are checked 4 at a time with SIMD
 			 * byte ops; only packed bytes with a weight at threshold take
@@ -680,16 +690,28 @@ __global__ void __launch_bounds__(256, ST_MINB) step_fast_kernel4(step_args a, e
 			 * read-only: no stores unless something changes */
 			uint4 pk = *(const uint4 *)(a.packed + b0);
 			const uint4 *Tp = (const uint4 *)(a.T + i0);
-			uint32_t cw[3] = { 0, 0, 0 };
+			/* screen: bit 7 of byte i of c[w] set when |T| >= thr for
+			 * weight 4w + i (|T| as an unsigned byte, 0..128, plus 128 -
+			 * thr never carries out of its byte); a lane with no weight
+			 * at threshold stops after the OR of its 20 words (h16 ncu:
+			 * the SIMD-intrinsic compare was 15 % of the instructions) */
+			const uint32_t bias4 = 0x01010101u * (uint32_t)(128 - a.thr);
+			uint32_t c20[20], any = 0;
 #pragma unroll
 			for (int v = 0; v < 5; v++) {
 				uint4 xx = Tp[v];
 				uint32_t t4[4] = { xx.x, xx.y, xx.z, xx.w };
 #pragma unroll
 				for (int u = 0; u < 4; u++) {
-					uint32_t c = __vcmpges4(__vabsss4(t4[u]), thr4) & 0x80808080u;
-					uint32_t nib = (c * 0x00204081u) >> 28; /* bit i: byte i */
-					const int w = 4 * v + u; /* weights 4w .. 4w+3 */
+					c20[4 * v + u] = (__vabsdiffs4(t4[u], 0u) + bias4) & 0x80808080u;
+					any |= c20[4 * v + u];
+				}
+			}
+			uint32_t cw[3] = { 0, 0, 0 };
+			if (any) {
+#pragma unroll
+				for (int w = 0; w < 20; w++) {
+					uint32_t nib = (c20[w] * 0x00204081u) >> 28; /* bit i: byte i */
 					cw[(4 * w) >> 5] |= nib << ((4 * w) & 31);
 				}
 			}
@@ -698,66 +720,66 @@ __global__ void __launch_bounds__(256, ST_MINB) step_fast_kernel4(step_args a, e
 #pragma unroll
 			for (int jb = 0; jb < 16; jb++)
 				z16 += zt[(pw[jb >> 2] >> (8 * (jb & 3))) & 0xffu];
-			if (!(cw[0] | cw[1] | cw[2])) {
-				ct.zeros += z16;
-			} else {
-				unsigned int jm = 0;
+			ct.zeros += z16; /* bytes that change correct it */
+			if (cw[0] | cw[1] | cw[2]) {
+				/* weights at threshold: bits 0..63 in cl, 64..79 in ch */
+				uint64_t cl = ((uint64_t)cw[1] << 32) | cw[0];
+				uint32_t ch = cw[2];
+				if (__popcll(cl) + __popc(ch) > 4) {
+					/* many weights at threshold: four bytes (20 weights,
+					 * five T words) at a time, words loaded and stored
+					 * whole (h16: at three CTAs per SM the 16-byte
+					 * register path of h11 no longer fits) */
+					uint32_t *Tw = (uint32_t *)(a.T + i0);
+#pragma unroll 1
+					for (int h = 0; h < 4; h++) {
+						const uint32_t bits = h < 3 ? (uint32_t)(cl >> (20 * h)) & 0xfffffu :
+							(uint32_t)(cl >> 60) | (ch << 4);
+						if (!(bits & 0xfffffu)) continue;
+						uint32_t tw[5], ow[5];
 #pragma unroll
-				for (int jb = 0; jb < 16; jb++) {
-					const int p = 5 * jb;
-					uint32_t bits = cw[p >> 5] >> (p & 31);
-					if ((p & 31) > 27) bits |= cw[(p >> 5) + 1] << (32 - (p & 31));
-					if (bits & 31u) jm |= 1u << jb;
-				}
-				if (__popc(jm) > 4) {
-					/* many bytes at threshold: the register path over all 16 */
-					uint4 *Tw = (uint4 *)(a.T + i0);
-					uint32_t tw[20], ow[20];
+						for (int v = 0; v < 5; v++) ow[v] = tw[v] = Tw[5 * h + v];
+						const uint32_t pwh = h == 0 ? pw[0] : (h == 1 ? pw[1] : (h == 2 ? pw[2] : pw[3]));
+						uint32_t npw = pwh;
 #pragma unroll
-					for (int v = 0; v < 5; v++) {
-						uint4 x = Tw[v];
-						tw[4 * v] = x.x; tw[4 * v + 1] = x.y; tw[4 * v + 2] = x.z; tw[4 * v + 3] = x.w;
-					}
+						for (int j = 0; j < 4; j++) {
+							if (!((bits >> (5 * j)) & 31u)) continue;
+							int T[5];
 #pragma unroll
-					for (int v = 0; v < 20; v++) ow[v] = tw[v];
-					uint32_t np[4] = { 0, 0, 0, 0 };
+							for (int d = 0; d < 5; d++) {
+								const int q = 5 * j + d;
+								T[d] = (int)(int8_t)(tw[q >> 2] >> (8 * (q & 3)));
+							}
+							const unsigned int byte = (pwh >> (8 * j)) & 0xffu;
+							unsigned int m;
+							ct.zeros -= zt[byte];
+							const unsigned int nbyte = st_byte<CAPPING>(byte, T,
+								i0 + 20u * h + 5u * j, a, p32, capnow, ct, &m);
+							npw = (npw & ~(0xffu << (8 * j))) | (nbyte << (8 * j));
 #pragma unroll
-					for (int j = 0; j < 16; j++) {
-						int T[5];
-#pragma unroll
-						for (int d = 0; d < 5; d++) {
-							int p = 5 * j + d;
-							T[d] = (int)(int8_t)(tw[p >> 2] >> (8 * (p & 3)));
+							for (int d = 0; d < 5; d++) {
+								const int q = 5 * j + d, sh = 8 * (q & 3);
+								tw[q >> 2] = (tw[q >> 2] & ~(0xffu << sh)) | ((uint32_t)(T[d] & 0xff) << sh);
+							}
+							if (count_flips && m)
+								st_flips_byte(m, tid * 80 + 20 * h + 5 * j, i0 + 20u * h + 5u * j, a, e, flb);
 						}
-						unsigned int m;
-						unsigned int nbyte = st_byte<CAPPING>((pw[j >> 2] >> (8 * (j & 3))) & 0xffu,
-										   T, i0 + 5u * j, a, p32, capnow, ct, &m);
-						np[j >> 2] |= nbyte << (8 * (j & 3));
 #pragma unroll
-						for (int d = 0; d < 5; d++) {
-							int p = 5 * j + d;
-							int s = 8 * (p & 3);
-							tw[p >> 2] = (tw[p >> 2] & ~(0xffu << s)) | ((uint32_t)(T[d] & 0xff) << s);
-						}
-						/* flip bits at weight positions 5j .. 5j+4 */
-						int p = 5 * j;
-						fm[p >> 5] |= m << (p & 31);
-						if ((p & 31) > 27) fm[(p >> 5) + 1] |= m >> (32 - (p & 31));
+						for (int v = 0; v < 5; v++)
+							if (tw[v] != ow[v]) Tw[5 * h + v] = tw[v];
+						if (npw != pwh) *(uint32_t *)(a.packed + b0 + 4 * h) = npw;
 					}
-#pragma unroll
-					for (int v = 0; v < 5; v++)
-						if ((tw[4 * v] ^ ow[4 * v]) | (tw[4 * v + 1] ^ ow[4 * v + 1]) |
-						    (tw[4 * v + 2] ^ ow[4 * v + 2]) | (tw[4 * v + 3] ^ ow[4 * v + 3]))
-							Tw[v] = make_uint4(tw[4 * v], tw[4 * v + 1], tw[4 * v + 2], tw[4 * v + 3]);
-					if ((np[0] ^ pw[0]) | (np[1] ^ pw[1]) | (np[2] ^ pw[2]) | (np[3] ^ pw[3]))
-						*(uint4 *)(a.packed + b0) = make_uint4(np[0], np[1], np[2], np[3]);
-					jm = 0;
-				} else {
-					ct.zeros += z16;
+					cl = 0;
+					ch = 0;
 				}
-				while (jm) {
-					const int jb = __ffs(jm) - 1;
-					jm &= jm - 1;
+				/* few: the packed bytes holding a weight at threshold,
+				 * one at a time */
+				while (cl | ch) {
+					const int p = cl ? __ffsll((long long)cl) - 1 : 63 + __ffs(ch);
+					const int jb = (p * 205) >> 10; /* p / 5, p < 80 */
+					const int q5 = 5 * jb;
+					if (q5 < 64) cl &= ~(31ull << q5);
+					if (q5 > 59) ch &= q5 >= 64 ? ~(31u << (q5 - 64)) : ~(31u >> (64 - q5));
 					int T[5], T0[5];
 					int8_t *tp = a.T + i0 + 5u * jb;
 #pragma unroll
@@ -771,13 +793,11 @@ __global__ void __launch_bounds__(256, ST_MINB) step_fast_kernel4(step_args a, e
 					for (int d = 0; d < 5; d++)
 						if (T[d] != T0[d]) tp[d] = (int8_t)T[d];
 					if (nbyte != byte) a.packed[b0 + jb] = (uint8_t)nbyte;
-					const int p = 5 * jb;
-					uint32_t lo = m << (p & 31);
-					uint32_t hi = (p & 31) > 27 ? m >> (32 - (p & 31)) : 0u;
-					const int w0 = p >> 5;
-					if (w0 == 0) { fm[0] |= lo; fm[1] |= hi; }
-					else if (w0 == 1) { fm[1] |= lo; fm[2] |= hi; }
-					else fm[2] |= lo;
+					/* flips are rare here: each counted on its own (h16
+					 * ncu: the flip-mask bookkeeping and the per-group
+					 * popcounts after it were 11 % of the instructions) */
+					if (count_flips && m)
+						st_flips_byte(m, tid * 80 + 5 * jb, i0 + 5u * jb, a, e, flb);
 				}
 			}
 		} else if (b0 < nb) {
@@ -791,23 +811,8 @@ __global__ void __launch_bounds__(256, ST_MINB) step_fast_kernel4(step_args a, e
 								   ct, &m);
 				for (int d = 0; d < 5; d++) tp[d] = (int8_t)T[d];
 				if (nbyte != byte) a.packed[b0 + j] = (uint8_t)nbyte;
-				int p = 5 * j;
-				fm[p >> 5] |= m << (p & 31);
-				if ((p & 31) > 27) fm[(p >> 5) + 1] |= m >> (32 - (p & 31));
-			}
-		}
-		if (count_flips && (fm[0] | fm[1] | fm[2])) {
-			if (e.fuse) {
-				int pos0 = tid * 80;
-				int gs = 1 << e.lg;
-				for (int l = pos0 >> e.lg; l <= (pos0 + 79) >> e.lg; l++) {
-					int lo = (l << e.lg) - pos0, hi = lo + gs;
-					int n = st_popc_range(fm, lo < 0 ? 0 : lo, hi > 80 ? 80 : hi);
-					if (n) atomicAdd(&flb[l], n);
-				}
-			} else {
-				for (int p = 0; p < 80; p++)
-					if ((fm[p >> 5] >> (p & 31)) & 1u) st_score_sub(a, i0 + (uint64_t)p, 1);
+				if (count_flips && m)
+					st_flips_byte(m, tid * 80 + 5 * j, i0 + 5u * j, a, e, flb);
 			}
 		}
 		if (e.fuse) {
@@ -842,6 +847,22 @@ __global__ void __launch_bounds__(256, ST_MINB) step_fast_kernel4(step_args a, e
 	block_add_u64(ct.zeros, &a.ws->stats[5]);
 }
 
+/* candidates among the five weights of packed byte q with accumulators t:
+ * at threshold and not already at the trit they push toward */
+__device__ __forceinline__ unsigned int st_cand_byte(unsigned int q, const int *t, int thr)
+{
+	unsigned int c = 0;
+#pragma unroll
+	for (int d = 0; d < 5; d++) {
+		const unsigned int q1 = (q * 43691u) >> 17;
+		const int tr = (int)(q - 3u * q1) - 1;
+		q = q1;
+		const int at = t[d] < 0 ? -t[d] : t[d];
+		c += at >= thr && tr != (t[d] > 0 ? 1 : -1);
+	}
+	return c;
+}
+
 /* fast candidate count (flip cap on), same layout */
 __global__ void __launch_bounds__(256) step_count_fast_kernel4(step_args a)
 {
@@ -853,38 +874,56 @@ __global__ void __launch_bounds__(256) step_count_fast_kernel4(step_args a)
 		if (b0 + 16 <= nb) {
 			uint4 pk = *(const uint4 *)(a.packed + b0);
 			const uint4 *Tp = (const uint4 *)(a.T + i0);
-			uint32_t tw[20];
+			/* the step kernel's screen; only weights at threshold are
+			 * decoded (bit p of cl:ch at threshold, of nl:nh negative) */
+			const uint32_t bias4 = 0x01010101u * (uint32_t)(128 - a.thr);
+			uint32_t tw[20], any = 0;
 #pragma unroll
 			for (int v = 0; v < 5; v++) {
 				uint4 x = Tp[v];
 				tw[4 * v] = x.x; tw[4 * v + 1] = x.y; tw[4 * v + 2] = x.z; tw[4 * v + 3] = x.w;
 			}
-			uint32_t pw[4] = { pk.x, pk.y, pk.z, pk.w };
 #pragma unroll
-			for (int j = 0; j < 16; j++) {
-				unsigned int q = (pw[j >> 2] >> (8 * (j & 3))) & 0xffu;
+			for (int w = 0; w < 20; w++) any |= (__vabsdiffs4(tw[w], 0u) + bias4) & 0x80808080u;
+			if (!any) continue;
+			uint32_t cw[3] = { 0, 0, 0 }, nw[3] = { 0, 0, 0 };
 #pragma unroll
-				for (int d = 0; d < 5; d++) {
-					unsigned int q1 = (q * 43691u) >> 17;
-					int tr = (int)(q - 3u * q1) - 1;
-					q = q1;
-					int p = 5 * j + d;
-					int t = (int)(int8_t)(tw[p >> 2] >> (8 * (p & 3)));
-					int at = t < 0 ? -t : t;
-					cand += at >= a.thr && tr != (t > 0 ? 1 : -1);
+			for (int w = 0; w < 20; w++) {
+				const uint32_t c = (__vabsdiffs4(tw[w], 0u) + bias4) & 0x80808080u;
+				cw[(4 * w) >> 5] |= ((c * 0x00204081u) >> 28) << ((4 * w) & 31);
+				nw[(4 * w) >> 5] |= (((tw[w] & 0x80808080u) * 0x00204081u) >> 28) << ((4 * w) & 31);
+			}
+			uint64_t cl = ((uint64_t)cw[1] << 32) | cw[0], nl = ((uint64_t)nw[1] << 32) | nw[0];
+			uint32_t ch = cw[2], nh = nw[2];
+			if (__popcll(cl) + __popc(ch) > 8) {
+				/* many: every weight decoded, no loop over bits */
+				uint32_t pw[4] = { pk.x, pk.y, pk.z, pk.w };
+#pragma unroll
+				for (int j = 0; j < 16; j++) {
+					int t[5];
+#pragma unroll
+					for (int d = 0; d < 5; d++)
+						t[d] = (int)(int8_t)(tw[(5 * j + d) >> 2] >> (8 * ((5 * j + d) & 3)));
+					cand += st_cand_byte((pw[j >> 2] >> (8 * (j & 3))) & 0xffu, t, a.thr);
 				}
+				continue;
+			}
+			const uint64_t pl = ((uint64_t)pk.y << 32) | pk.x, ph = ((uint64_t)pk.w << 32) | pk.z;
+			while (cl | ch) {
+				const int p = cl ? __ffsll((long long)cl) - 1 : 63 + __ffs(ch);
+				const int neg = p < 64 ? (int)((nl >> p) & 1u) : (int)((nh >> (p - 64)) & 1u);
+				if (p < 64) cl &= cl - 1; else ch &= ch - 1;
+				const int jb = (p * 205) >> 10; /* p / 5, p < 80 */
+				unsigned int q = (unsigned int)((jb < 8 ? pl >> (8 * jb) : ph >> (8 * jb - 64)) & 0xffu);
+				for (int d = p - 5 * jb; d > 0; d--) q = (q * 43691u) >> 17;
+				const int tr = (int)(q - 3u * ((q * 43691u) >> 17)) - 1;
+				cand += tr != (neg ? -1 : 1);
 			}
 		} else {
 			for (int64_t b = b0; b < nb; b++) {
-				unsigned int q = a.packed[b];
-				for (int d = 0; d < 5; d++) {
-					unsigned int q1 = (q * 43691u) >> 17;
-					int tr = (int)(q - 3u * q1) - 1;
-					q = q1;
-					int t = a.T[(uint64_t)b * 5u + d];
-					int at = t < 0 ? -t : t;
-					cand += at >= a.thr && tr != (t > 0 ? 1 : -1);
-				}
+				int t[5];
+				for (int d = 0; d < 5; d++) t[d] = a.T[(uint64_t)b * 5u + d];
+				cand += st_cand_byte(a.packed[b], t, a.thr);
 			}
 		}
 	}
@@ -1148,7 +1187,7 @@ static void step_launch(arb_tern *w, const arb_step *p)
 			e.score = NULL;
 		}
 		int64_t ntiles = (nb + ST_TILE - 1) / ST_TILE;
-		int64_t g4 = (int64_t)g_priv.sms * 4;
+		int64_t g4 = (int64_t)g_priv.sms * ST_MINB * 2; /* two waves of resident CTAs */
 		unsigned int gf = (unsigned int)(ntiles < g4 ? ntiles : g4);
 		if (gf < 1) gf = 1;
 		if (a.capping) {
