@@ -233,24 +233,15 @@ __device__ __forceinline__ void vote_flush(const EpArgs &ep, const int *sc, int 
  * shared memory, flushed with one global atomic per (row, group).
  * smem: [BM][BN + 4] int8 signs, then [BM][SC_G] int scores. */
 #define EPS_LD (BN + 4)
-__device__ __forceinline__ void vote_sign_epilogue(const float (&acc)[4][4][4],
-	unsigned char *smem, int64_t i0, int64_t j0, int64_t I, int64_t J, const EpArgs &ep)
+/* the sign votes of a BM x BN tile (rows i0.., columns j0..) whose signs
+ * are in shared memory (sg [BM][EPS_LD], score counters after them): lane l
+ * of warp w updates columns 4l .. 4l+3 of rows 16w .. 16w+15 */
+__device__ __forceinline__ void vote_tile_apply(unsigned char *smem, int64_t i0, int64_t j0,
+						int64_t I, int64_t J, const EpArgs &ep)
 {
 	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-	const int wm = warp >> 2, wn = warp & 3, g = lane >> 2, q = lane & 3;
-	int8_t *sg = (int8_t *)smem;
+	const int8_t *sg = (const int8_t *)smem;
 	int *sc = (int *)(smem + BM * EPS_LD);
-#pragma unroll
-	for (int mi = 0; mi < 4; mi++)
-#pragma unroll
-		for (int ni = 0; ni < 4; ni++)
-#pragma unroll
-			for (int c = 0; c < 4; c++) {
-				int il = wm * 64 + mi * 16 + g + (c >> 1) * 8;
-				int jl = wn * 32 + ni * 8 + 2 * q + (c & 1);
-				float d = acc[mi][ni][c];
-				sg[il * EPS_LD + jl] = (int8_t)((d > 0.0f) - (d < 0.0f));
-			}
 	if (ep.score)
 		for (int e = tid; e < BM * SC_G; e += 256) sc[e] = 0;
 	__syncthreads();
@@ -277,6 +268,28 @@ __device__ __forceinline__ void vote_sign_epilogue(const float (&acc)[4][4][4],
 	}
 	if (ep.score) vote_flush(ep, sc, BM, i0, vg.g0, I);
 }
+
+__device__ __forceinline__ void vote_sign_epilogue(const float (&acc)[4][4][4],
+	unsigned char *smem, int64_t i0, int64_t j0, int64_t I, int64_t J, const EpArgs &ep)
+{
+	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+	const int wm = warp >> 2, wn = warp & 3, g = lane >> 2, q = lane & 3;
+	int8_t *sg = (int8_t *)smem;
+#pragma unroll
+	for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+		for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+			for (int c = 0; c < 4; c++) {
+				int il = wm * 64 + mi * 16 + g + (c >> 1) * 8;
+				int jl = wn * 32 + ni * 8 + 2 * q + (c & 1);
+				float d = acc[mi][ni][c];
+				sg[il * EPS_LD + jl] = (int8_t)((d > 0.0f) - (d < 0.0f));
+			}
+	vote_tile_apply(smem, i0, j0, I, J, ep);
+}
+
+#include "wgmma.cuh"
 
 /* grid: (cdiv(J,BN), cdiv(I,BM)); block 256 */
 template <class LA, class LB, int MODE>
@@ -1920,7 +1933,8 @@ void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 		if (ldp != K) CK(cudaMemsetAsync(wb, 0, (size_t)(N * ldp) * 2, 0));
 		decode_p_kernel<<<gs_grid(N * w->row_bytes), 256>>>(v, ldp, wb);
 		to_bf16_kernel<<<gs_grid(M * ldp), 256>>>(x, M, K, ldp, xb);
-		gs_launch<EP_STORE>(xb, wb, M, N, K, ldp, ep);
+		if (!wg_launch<EP_STORE>(xb, wb, M, N, ldp, ep))
+			gs_launch<EP_STORE>(xb, wb, M, N, K, ldp, ep);
 	} else {
 		LoadWnk lb = { v };
 		tc_gemm_kernel1<LoadRM, LoadWnk, EP_STORE><<<grid, 256>>>(la, lb, M, N, K, ep);
@@ -1948,7 +1962,8 @@ void cuda_linear_backward_x(arb_backend *be, const arb_tern *w, const float *dy,
 		__nv_bfloat16 *dyb, *wt = gs_ws(be, K * ldp, M * ldp, &dyb);
 		decode_t_kernel<<<gs_grid(ldp * w->row_bytes), 256>>>(v, ldp, wt);
 		to_bf16_kernel<<<gs_grid(M * ldp), 256>>>(dy, M, N, ldp, dyb);
-		gs_launch<EP_STORE>(dyb, wt, M, K, N, ldp, ep);
+		if (!wg_launch<EP_STORE>(dyb, wt, M, K, ldp, ep))
+			gs_launch<EP_STORE>(dyb, wt, M, K, N, ldp, ep);
 	} else {
 		LoadWkn lb = { v };
 		tc_gemm_kernel1<LoadRM, LoadWkn, EP_STORE><<<grid, 256>>>(la, lb, M, K, N, ep);
@@ -2003,7 +2018,8 @@ void cuda_linear_vote(arb_backend *be, arb_tern *w, const float *x, const float 
 		CK_LAUNCH(linear_measure);
 		cuda_finalize_sumsq(ep.parts, nblk, &ws->measured, 0, &ws->rms_now, N * K);
 	}
-	gs_launch<EP_VOTE>(dyt, xt, N, K, M, ldp, ep);
+	if (!wg_launch<EP_VOTE>(dyt, xt, N, K, ldp, ep))
+		gs_launch<EP_VOTE>(dyt, xt, N, K, M, ldp, ep);
 	CK_LAUNCH(linear_vote);
 	if (sr) cuda_finalize_sumsq(ep.parts, nblk, &ws->sumsq, 1, NULL, 0);
 }

@@ -1,0 +1,250 @@
+/*
+ * core/cuda/wgmma.cuh -- the tile GEMM of large batches on Hopper
+ * (sm_90a): C[i][j] (+)= sum_r A[i][r] B[j][r] for bf16 A [I][ldp] and
+ * B [J][ldp] (both K-major, ldp a multiple of 8, zero padded), fp32 C.
+ *
+ * A CTA computes a 128 x 256 tile with two warpgroups (64 rows each) and
+ * warpgroup MMA (wgmma.mma_async m64n128k16, operands read from shared
+ * memory through matrix descriptors, fp32 accumulators in registers). Every
+ * thread copies its share of the next tiles with 16-byte cp.async into a
+ * 4-stage ring; a stage holds 64 columns of k: 128 bytes a row, stored in
+ * the 128-byte swizzled layout that the descriptors name (16-byte chunk c
+ * of row r at chunk c ^ (r % 8); 1024-byte aligned 8-row atoms).
+ *
+ * Epilogues: EP_STORE (forward, backward_x) and EP_VOTE for sign votes
+ * (the signs of each 128 x 128 half go through shared memory to the same
+ * T_accum / score update as the mma.sync kernel's tiles). The mma.sync
+ * kernel in linear.cu stays for every other GPU, for sr votes and for
+ * ARB_CUDA_LEGACY=wgmma. Included by linear.cu (its epilogue helpers).
+ * Correctness: tests/check_gpu.c (linear_large, vote_large, vote_tile:
+ * exact against the CPU reference).
+ */
+#ifndef ARB_CUDA_WGMMA_CUH
+#define ARB_CUDA_WGMMA_CUH
+
+#define WG_BM 128
+#define WG_BN 256
+#define WG_BK 64
+#define WG_STAGES 4
+#define WG_LOOK (WG_STAGES - 2) /* stages in flight ahead of the one read */
+#define WG_STAGE_BYTES ((WG_BM + WG_BN) * WG_BK * 2)
+#define WG_SMEM ((size_t)WG_STAGES * WG_STAGE_BYTES + 1024)
+
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define WG_HAVE 1
+#else
+#define WG_HAVE 0
+#endif
+
+#if WG_HAVE
+/* matrix descriptor of a K-major tile in the 128-byte swizzle: start
+ * address, leading offset 16 bytes (unused by this layout), stride 1024
+ * bytes between 8-row atoms */
+__device__ __forceinline__ uint64_t wg_desc(uint32_t saddr)
+{
+	return (uint64_t)((saddr & 0x3ffffu) >> 4) | ((uint64_t)1 << 16) |
+	       ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+
+/* d[64] += A (64 x 16) B^T (16 x 128): one warpgroup */
+__device__ __forceinline__ void wg_mma(float *d, uint64_t da, uint64_t db)
+{
+	asm volatile("{\n"
+		     ".reg .pred p;\n"
+		     "setp.ne.b32 p, 1, 0;\n"
+		     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+		     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,\n"
+		     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,\n"
+		     "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,\n"
+		     "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n"
+		     "}\n"
+		: "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+		  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+		  "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+		  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+		  "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+		  "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+		  "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+		  "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+		: "l"(da), "l"(db));
+}
+#endif
+
+template <int MODE>
+__global__ void __launch_bounds__(256, 1) gemm_wg_kernel(const __nv_bfloat16 *Ag,
+	const __nv_bfloat16 *Bg, int64_t I, int64_t J, int64_t ldp, EpArgs ep)
+{
+#if WG_HAVE
+	extern __shared__ unsigned char wg_raw[];
+	/* 1024-byte alignment of every atom */
+	unsigned char *sm = (unsigned char *)(((uintptr_t)wg_raw + 1023) & ~(uintptr_t)1023);
+	const uint32_t s0 = smem_u32(sm);
+	const int tid = threadIdx.x, wg = tid >> 7, wt = tid & 127;
+	const int64_t i0 = (int64_t)blockIdx.y * WG_BM, j0 = (int64_t)blockIdx.x * WG_BN;
+	const int nk = (int)((ldp + WG_BK - 1) / WG_BK);
+	/* a thread's share of a stage: 16-byte chunk tid % 8 of rows tid / 8 +
+	 * 32 u (u < 4: rows of A, then 8 x 32 rows of B); the row pointers are
+	 * fixed, only k moves */
+	const int c8 = tid & 7, r0 = tid >> 3;
+	const __nv_bfloat16 *src[12];
+	unsigned int rowok = 0;
+#pragma unroll
+	for (int u = 0; u < 12; u++) {
+		const int row = r0 + 32 * u;
+		const int64_t gr = row < WG_BM ? i0 + row : j0 + row - WG_BM;
+		const int ok = row < WG_BM ? gr < I : gr < J;
+		src[u] = (row < WG_BM ? Ag : Bg) + (ok ? gr * ldp : 0) + 8 * c8;
+		rowok |= (unsigned int)ok << u;
+	}
+	/* stage st: A rows at s0 + st * STAGE, B rows after the 128 A rows */
+	auto load_stage = [&](int st, int kt) {
+		const uint32_t sb = s0 + (uint32_t)st * WG_STAGE_BYTES;
+		const int64_t k = (int64_t)kt * WG_BK;
+		const int kok = k + 8 * c8 < ldp;
+#pragma unroll
+		for (int u = 0; u < 12; u++) {
+			const int row = r0 + 32 * u;
+			const int ok = kok && ((rowok >> u) & 1u);
+			const uint32_t dst = sb + (uint32_t)row * 128 + (uint32_t)((c8 ^ (row & 7)) << 4);
+			asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+				     :: "r"(dst), "l"(ok ? src[u] + k : src[u]), "r"(ok ? 16 : 0));
+		}
+	};
+	float d[2][64];
+#pragma unroll
+	for (int h = 0; h < 2; h++)
+#pragma unroll
+		for (int r = 0; r < 64; r++) d[h][r] = 0.0f;
+	/* WG_LOOK stages ahead: the wgmma of a stage may still run during the
+	 * next iteration (wait_group 1), so a stage is refilled only two
+	 * iterations after it was read */
+#pragma unroll
+	for (int s = 0; s < WG_LOOK; s++) {
+		if (s < nk) load_stage(s, s);
+		cp_commit();
+	}
+	for (int kt = 0; kt < nk; kt++) {
+		cp_wait<WG_LOOK - 1>();
+		/* the copies (generic proxy) visible to wgmma (async proxy) */
+		asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+		__syncthreads();
+		const uint32_t sb = s0 + (uint32_t)(kt % WG_STAGES) * WG_STAGE_BYTES;
+		const uint32_t sa = sb + (uint32_t)wg * 64 * 128;
+		const uint32_t sbb = sb + WG_BM * 128;
+		asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+		for (int kk = 0; kk < WG_BK / 16; kk++) {
+			const uint64_t da = wg_desc(sa + 32 * kk);
+			wg_mma(d[0], da, wg_desc(sbb + 32 * kk));
+			wg_mma(d[1], da, wg_desc(sbb + 128 * 128 + 32 * kk));
+		}
+		asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+		/* the next copies go out while the tensor cores work: into the
+		 * stage read two iterations ago, whose wgmma finished (both
+		 * warpgroups waited for it before the barrier above) */
+		const int kn = kt + WG_LOOK;
+		if (kn < nk) load_stage(kn % WG_STAGES, kn);
+		cp_commit();
+		asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+		/* the accumulators are not touched across the wait */
+#pragma unroll
+		for (int h = 0; h < 2; h++)
+#pragma unroll
+			for (int r = 0; r < 64; r++) asm volatile("" : "+f"(d[h][r]) :: "memory");
+	}
+	asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#pragma unroll
+	for (int h = 0; h < 2; h++)
+#pragma unroll
+		for (int r = 0; r < 64; r++) asm volatile("" : "+f"(d[h][r]) :: "memory");
+	cp_wait<0>();
+	/* accumulator layout (per warpgroup, m64nN): warp w of the group owns
+	 * rows 16w .. 16w+15; d[4c + 0/1] = row 16w + lane/4, columns 8c +
+	 * 2 (lane % 4) + 0/1; d[4c + 2/3] the same columns 8 rows lower */
+	const int w = wt >> 5, lane = wt & 31, g = lane >> 2, q = lane & 3;
+	if (MODE == EP_VOTE) {
+		__syncthreads(); /* every wgmma is done with the stages */
+#pragma unroll
+		for (int h = 0; h < 2; h++) {
+			int8_t *sg = (int8_t *)sm;
+#pragma unroll
+			for (int c = 0; c < 16; c++)
+#pragma unroll
+				for (int e = 0; e < 4; e++) {
+					const float v = d[h][4 * c + e];
+					sg[(wg * 64 + 16 * w + g + 8 * (e >> 1)) * EPS_LD + 8 * c + 2 * q + (e & 1)] =
+						(int8_t)((v > 0.0f) - (v < 0.0f));
+				}
+			vote_tile_apply(sm, i0, j0 + 128 * h, I, J, ep);
+			__syncthreads();
+		}
+		return;
+	}
+	float *out = ep.out;
+	const int64_t ld = ep.ld;
+	const int acc = ep.acc;
+	const int pair = (ld & 1) == 0 && ((uintptr_t)out & 7) == 0;
+#pragma unroll
+	for (int h = 0; h < 2; h++)
+#pragma unroll
+		for (int c = 0; c < 16; c++)
+#pragma unroll
+			for (int e = 0; e < 4; e += 2) {
+				const int64_t i = i0 + wg * 64 + 16 * w + g + 8 * (e >> 1);
+				const int64_t j = j0 + 128 * h + 8 * c + 2 * q;
+				if (i >= I || j >= J) continue;
+				float *o = out + i * ld + j;
+				float v0 = d[h][4 * c + e], v1 = d[h][4 * c + e + 1];
+				if (pair && j + 1 < J) {
+					if (acc) {
+						const float2 p = *(const float2 *)o;
+						v0 += p.x;
+						v1 += p.y;
+					}
+					*(float2 *)o = make_float2(v0, v1);
+				} else {
+					o[0] = acc ? o[0] + v0 : v0;
+					if (j + 1 < J) o[1] = acc ? o[1] + v1 : v1;
+				}
+			}
+#else
+	(void)Ag; (void)Bg; (void)I; (void)J; (void)ldp; (void)ep;
+	__trap();
+#endif
+}
+
+/* the device's compute capability major (cached) */
+static int wg_major(void)
+{
+	static int major = -1;
+	if (major < 0) {
+		int dev = 0;
+		major = 0;
+		if (cudaGetDevice(&dev) == cudaSuccess)
+			cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+	}
+	return major;
+}
+
+/* C = A B^T through gemm_wg_kernel when the device is an sm_90 (and the
+ * epilogue one it has); 0: the caller's kernel runs instead */
+template <int MODE>
+static int wg_launch(const __nv_bfloat16 *A, const __nv_bfloat16 *B, int64_t I, int64_t J,
+		     int64_t ldp, const EpArgs &ep)
+{
+	if (wg_major() != 9 || cuda_legacy("wgmma")) return 0;
+	if (MODE == EP_VOTE && (ep.kind != ARB_VOTE_SIGN || ep.parts)) return 0;
+	if (MODE != EP_STORE && MODE != EP_VOTE) return 0;
+	static int ready = 0;
+	if (!ready) {
+		CK(cudaFuncSetAttribute(gemm_wg_kernel<MODE>,
+			cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG_SMEM));
+		ready = 1;
+	}
+	dim3 grid(cdiv(J, WG_BN), cdiv(I, WG_BM));
+	gemm_wg_kernel<MODE><<<grid, 256, WG_SMEM>>>(A, B, I, J, ldp, ep);
+	CK_LAUNCH(gemm_wg);
+	return 1;
+}
+
+#endif /* ARB_CUDA_WGMMA_CUH */
