@@ -447,15 +447,38 @@ __global__ void __launch_bounds__(256) tc_gemm_kernel1(LA la, LB lb, int64_t I,
 static inline int64_t pad8(int64_t r) { return (r + 7) & ~(int64_t)7; }
 
 
-/* fp32 [rows][cols] -> bf16 [rows][ldp] (zero padded) */
+/* fp32 [rows][cols] -> bf16 [rows][ldp] (zero padded; ldp a multiple of
+ * 8): a thread converts 8 consecutive columns and stores them as one 16-byte
+ * word (h16: the per-element 64-bit index division made the 4096 x 4096
+ * conversion 58 us) */
 __global__ void to_bf16_kernel(const float *src, int64_t rows, int64_t cols, int64_t ldp,
 			       __nv_bfloat16 *dst)
 {
-	int64_t n = rows * ldp;
+	const int64_t w8 = ldp >> 3, n = rows * w8;
+	const int vec = (cols & 3) == 0 && ((uintptr_t)src & 15) == 0;
 	for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n;
 	     e += (int64_t)gridDim.x * blockDim.x) {
-		int64_t r = e / ldp, c = e - r * ldp;
-		dst[e] = __float2bfloat16(c < cols ? __ldg(src + r * cols + c) : 0.0f);
+		const int64_t r = (e < 0xffffffffll && w8 < 0xffffffffll) ?
+			(int64_t)((uint32_t)e / (uint32_t)w8) : e / w8;
+		const int64_t c = 8 * (e - r * w8);
+		const float *s = src + r * cols + c;
+		float f[8];
+		if (vec && c + 8 <= cols) {
+			const float4 a = __ldg((const float4 *)s), b = __ldg((const float4 *)s + 1);
+			f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w;
+			f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
+		} else {
+#pragma unroll
+			for (int j = 0; j < 8; j++) f[j] = c + j < cols ? __ldg(s + j) : 0.0f;
+		}
+		uint4 o;
+		uint32_t *ow = (uint32_t *)&o;
+#pragma unroll
+		for (int j = 0; j < 4; j++) {
+			__nv_bfloat162 h = __floats2bfloat162_rn(f[2 * j], f[2 * j + 1]);
+			ow[j] = *(uint32_t *)&h;
+		}
+		*(uint4 *)(dst + r * ldp + c) = o;
 	}
 }
 /* fp32 [rows][cols] -> bf16 transposed [cols][ldp], ldp >= rows (zero padded) */
@@ -474,21 +497,45 @@ __global__ void to_bf16_t_kernel(const float *src, int64_t rows, int64_t cols, i
 		if (c < cols && r < ldp) dst[c * ldp + r] = __float2bfloat16(t[threadIdx.x][i]);
 	}
 }
-/* W^T -> bf16 [cols][ldp] (ldp >= rows, zero padded); thread (r, byte column) */
+
+/* the five weights of packed byte column bc of row r as bf16: scales looked
+ * up once per group (a byte's five columns touch at most two), trits by
+ * exact division by 3; columns >= cols are zero */
+__device__ __forceinline__ void decode_byte5(const tern_view &v, int64_t r, int64_t bc,
+					     __nv_bfloat16 *w5)
+{
+	unsigned int q = r < v.rows ? v.packed[r * v.row_bytes + bc] : 121u;
+	const int64_t c0 = bc * 5;
+	const int g0 = (int)((uint32_t)c0 / (uint32_t)v.gs);
+	const int split = (int)((int64_t)(g0 + 1) * v.gs - c0); /* j >= split: group g0 + 1 */
+	float s0 = 0.0f, s1 = 0.0f;
+	if (r < v.rows) {
+		if (g0 < v.groups) s0 = view_scale(v, r, g0);
+		if (split < 5 && g0 + 1 < v.groups) s1 = view_scale(v, r, g0 + 1);
+	}
+#pragma unroll
+	for (int j = 0; j < 5; j++) {
+		const unsigned int q1 = (q * 43691u) >> 17;
+		const int t = (int)(q - 3u * q1) - 1;
+		q = q1;
+		const float w = (t && c0 + j < v.cols) ? (float)t * (j < split ? s0 : s1) : 0.0f;
+		w5[j] = __float2bfloat16(w);
+	}
+}
+/* W^T -> bf16 [cols][ldp] (ldp >= rows, zero padded); grid (row blocks of
+ * 256, byte columns): the stores of a warp are 32 consecutive rows (h16: a
+ * 64-bit division and a scale per weight made 4096 x 4096 take 98 us) */
 __global__ void decode_t_kernel(tern_view v, int64_t ldp, __nv_bfloat16 *out)
 {
-	int64_t nb = ldp * v.row_bytes;
-	for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < nb;
-	     e += (int64_t)gridDim.x * blockDim.x) {
-		int64_t bc = e / ldp, r = e - bc * ldp;
-		unsigned int byte = r < v.rows ? v.packed[r * v.row_bytes + bc] : 121u;
-		int64_t c0 = bc * 5;
-		for (int j = 0; j < 5 && c0 + j < v.cols; j++) {
-			int t = trit_digit(byte, j);
-			float w = (t && r < v.rows) ?
-				(float)t * view_scale(v, r, (int)((uint32_t)(c0 + j) / (uint32_t)v.gs)) : 0.0f;
-			out[(c0 + j) * ldp + r] = __float2bfloat16(w);
-		}
+	const int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (r >= ldp) return;
+	for (int64_t bc = blockIdx.y; bc < v.row_bytes; bc += gridDim.y) {
+		__nv_bfloat16 w5[5];
+		decode_byte5(v, r, bc, w5);
+		const int64_t c0 = bc * 5;
+#pragma unroll
+		for (int j = 0; j < 5; j++)
+			if (c0 + j < v.cols) out[(c0 + j) * ldp + r] = w5[j];
 	}
 }
 /* W -> bf16 [rows][ldp] (ldp >= cols, zero padded), one thread per byte */
@@ -499,13 +546,12 @@ __global__ void decode_p_kernel(tern_view v, int64_t ldp, __nv_bfloat16 *out)
 	     b += (int64_t)gridDim.x * blockDim.x) {
 		int64_t r = (b < 0xffffffffll) ? (int64_t)((uint32_t)b / (uint32_t)v.row_bytes)
 					       : b / v.row_bytes;
-		int64_t c0 = (b - r * v.row_bytes) * 5;
-		unsigned int byte = v.packed[b];
-		for (int j = 0; j < 5 && c0 + j < ldp; j++) {
-			int t = c0 + j < v.cols ? trit_digit(byte, j) : 0;
-			float w = t ? (float)t * view_scale(v, r, (int)((uint32_t)(c0 + j) / (uint32_t)v.gs)) : 0.0f;
-			out[r * ldp + c0 + j] = __float2bfloat16(w);
-		}
+		const int64_t bc = b - r * v.row_bytes, c0 = bc * 5;
+		__nv_bfloat16 w5[5];
+		decode_byte5(v, r, bc, w5);
+#pragma unroll
+		for (int j = 0; j < 5; j++)
+			if (c0 + j < ldp) out[r * ldp + c0 + j] = w5[j];
 	}
 }
 
@@ -1932,7 +1978,7 @@ void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 		__nv_bfloat16 *xb, *wb = gs_ws(be, N * ldp, M * ldp, &xb);
 		if (ldp != K) CK(cudaMemsetAsync(wb, 0, (size_t)(N * ldp) * 2, 0));
 		decode_p_kernel<<<gs_grid(N * w->row_bytes), 256>>>(v, ldp, wb);
-		to_bf16_kernel<<<gs_grid(M * ldp), 256>>>(x, M, K, ldp, xb);
+		to_bf16_kernel<<<gs_grid(M * ldp / 8), 256>>>(x, M, K, ldp, xb);
 		if (!wg_launch<EP_STORE>(xb, wb, M, N, ldp, ep))
 			gs_launch<EP_STORE>(xb, wb, M, N, K, ldp, ep);
 	} else {
@@ -1960,8 +2006,9 @@ void cuda_linear_backward_x(arb_backend *be, const arb_tern *w, const float *dy,
 	} else if (M >= 64) {
 		int64_t ldp = pad8(N);
 		__nv_bfloat16 *dyb, *wt = gs_ws(be, K * ldp, M * ldp, &dyb);
-		decode_t_kernel<<<gs_grid(ldp * w->row_bytes), 256>>>(v, ldp, wt);
-		to_bf16_kernel<<<gs_grid(M * ldp), 256>>>(dy, M, N, ldp, dyb);
+		decode_t_kernel<<<dim3(cdiv(ldp, 256), (unsigned)(w->row_bytes < 65535 ? w->row_bytes : 65535)),
+				  256>>>(v, ldp, wt);
+		to_bf16_kernel<<<gs_grid(M * ldp / 8), 256>>>(dy, M, N, ldp, dyb);
 		if (!wg_launch<EP_STORE>(dyb, wt, M, K, ldp, ep))
 			gs_launch<EP_STORE>(dyb, wt, M, K, N, ldp, ep);
 	} else {

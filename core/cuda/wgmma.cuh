@@ -4,7 +4,7 @@
  * B [J][ldp] (both K-major, ldp a multiple of 8, zero padded), fp32 C.
  *
  * A CTA computes a 128 x 256 tile with two warpgroups (64 rows each) and
- * warpgroup MMA (wgmma.mma_async m64n128k16, operands read from shared
+ * warpgroup MMA (wgmma.mma_async m64n256k16, operands read from shared
  * memory through matrix descriptors, fp32 accumulators in registers). Every
  * thread copies its share of the next tiles with 16-byte cp.async into a
  * 4-stage ring; a stage holds 64 columns of k: 128 bytes a row, stored in
@@ -26,6 +26,9 @@
 #define WG_BN 256
 #define WG_BK 64
 #define WG_STAGES 4
+#ifndef WG_GJ
+#define WG_GJ 8 /* column tiles per raster group */
+#endif
 #define WG_LOOK (WG_STAGES - 2) /* stages in flight ahead of the one read */
 #define WG_STAGE_BYTES ((WG_BM + WG_BN) * WG_BK * 2)
 #define WG_SMEM ((size_t)WG_STAGES * WG_STAGE_BYTES + 1024)
@@ -46,17 +49,21 @@ __device__ __forceinline__ uint64_t wg_desc(uint32_t saddr)
 	       ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
 }
 
-/* d[64] += A (64 x 16) B^T (16 x 128): one warpgroup */
-__device__ __forceinline__ void wg_mma(float *d, uint64_t da, uint64_t db)
+/* d[128] += A (64 x 16) B^T (16 x 256): one warpgroup */
+__device__ __forceinline__ void wg_mma256(float *d, uint64_t da, uint64_t db)
 {
 	asm volatile("{\n"
 		     ".reg .pred p;\n"
 		     "setp.ne.b32 p, 1, 0;\n"
-		     "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+		     "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
 		     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,\n"
 		     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,\n"
 		     "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,\n"
-		     "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n"
+		     "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63,\n"
+		     "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79,\n"
+		     "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95,\n"
+		     "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111,\n"
+		     "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 0;\n"
 		     "}\n"
 		: "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
 		  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
@@ -65,7 +72,15 @@ __device__ __forceinline__ void wg_mma(float *d, uint64_t da, uint64_t db)
 		  "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
 		  "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
 		  "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-		  "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+		  "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+		  "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+		  "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+		  "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+		  "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+		  "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+		  "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
+		  "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
+		  "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
 		: "l"(da), "l"(db));
 }
 #endif
@@ -80,7 +95,19 @@ __global__ void __launch_bounds__(256, 1) gemm_wg_kernel(const __nv_bfloat16 *Ag
 	unsigned char *sm = (unsigned char *)(((uintptr_t)wg_raw + 1023) & ~(uintptr_t)1023);
 	const uint32_t s0 = smem_u32(sm);
 	const int tid = threadIdx.x, wg = tid >> 7, wt = tid & 127;
-	const int64_t i0 = (int64_t)blockIdx.y * WG_BM, j0 = (int64_t)blockIdx.x * WG_BN;
+	/* raster: CTAs in order over groups of WG_GJ column tiles, all row
+	 * tiles of a group before the next group, so that the B tiles of the
+	 * CTAs in flight stay in L2 (h16: B of 11008 x 4096 is 90 MB) */
+	int64_t bi, bj;
+	{
+		const int64_t nI = (I + WG_BM - 1) / WG_BM, nJ = (J + WG_BN - 1) / WG_BN;
+		const int64_t L = blockIdx.x, per = (int64_t)WG_GJ * nI;
+		const int64_t grp = L / per, loc = L - grp * per, fj = grp * WG_GJ;
+		const int64_t gw = nJ - fj < WG_GJ ? nJ - fj : WG_GJ;
+		bi = loc / gw;
+		bj = fj + (loc - bi * gw);
+	}
+	const int64_t i0 = bi * WG_BM, j0 = bj * WG_BN;
 	const int nk = (int)((ldp + WG_BK - 1) / WG_BK);
 	/* a thread's share of a stage: 16-byte chunk tid % 8 of rows tid / 8 +
 	 * 32 u (u < 4: rows of A, then 8 x 32 rows of B); the row pointers are
@@ -110,11 +137,9 @@ __global__ void __launch_bounds__(256, 1) gemm_wg_kernel(const __nv_bfloat16 *Ag
 				     :: "r"(dst), "l"(ok ? src[u] + k : src[u]), "r"(ok ? 16 : 0));
 		}
 	};
-	float d[2][64];
+	float d[128]; /* columns 0..127, then 128..255 */
 #pragma unroll
-	for (int h = 0; h < 2; h++)
-#pragma unroll
-		for (int r = 0; r < 64; r++) d[h][r] = 0.0f;
+	for (int r = 0; r < 128; r++) d[r] = 0.0f;
 	/* WG_LOOK stages ahead: the wgmma of a stage may still run during the
 	 * next iteration (wait_group 1), so a stage is refilled only two
 	 * iterations after it was read */
@@ -135,8 +160,7 @@ __global__ void __launch_bounds__(256, 1) gemm_wg_kernel(const __nv_bfloat16 *Ag
 #pragma unroll
 		for (int kk = 0; kk < WG_BK / 16; kk++) {
 			const uint64_t da = wg_desc(sa + 32 * kk);
-			wg_mma(d[0], da, wg_desc(sbb + 32 * kk));
-			wg_mma(d[1], da, wg_desc(sbb + 128 * 128 + 32 * kk));
+			wg_mma256(d, da, wg_desc(sbb + 32 * kk));
 		}
 		asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 		/* the next copies go out while the tensor cores work: into the
@@ -148,19 +172,17 @@ __global__ void __launch_bounds__(256, 1) gemm_wg_kernel(const __nv_bfloat16 *Ag
 		asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
 		/* the accumulators are not touched across the wait */
 #pragma unroll
-		for (int h = 0; h < 2; h++)
-#pragma unroll
-			for (int r = 0; r < 64; r++) asm volatile("" : "+f"(d[h][r]) :: "memory");
+		for (int r = 0; r < 128; r++) asm volatile("" : "+f"(d[r]) :: "memory");
 	}
 	asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 #pragma unroll
-	for (int h = 0; h < 2; h++)
-#pragma unroll
-		for (int r = 0; r < 64; r++) asm volatile("" : "+f"(d[h][r]) :: "memory");
+	for (int r = 0; r < 128; r++) asm volatile("" : "+f"(d[r]) :: "memory");
 	cp_wait<0>();
 	/* accumulator layout (per warpgroup, m64nN): warp w of the group owns
 	 * rows 16w .. 16w+15; d[4c + 0/1] = row 16w + lane/4, columns 8c +
-	 * 2 (lane % 4) + 0/1; d[4c + 2/3] the same columns 8 rows lower */
+	 * 2 (lane % 4) + 0/1; d[4c + 2/3] the same columns 8 rows lower (h16:
+	 * one n256 instead of two n128 per k-step, forward 4096^2 334 -> 320
+	 * us in one call) */
 	const int w = wt >> 5, lane = wt & 31, g = lane >> 2, q = lane & 3;
 	if (MODE == EP_VOTE) {
 		__syncthreads(); /* every wgmma is done with the stages */
@@ -171,7 +193,7 @@ __global__ void __launch_bounds__(256, 1) gemm_wg_kernel(const __nv_bfloat16 *Ag
 			for (int c = 0; c < 16; c++)
 #pragma unroll
 				for (int e = 0; e < 4; e++) {
-					const float v = d[h][4 * c + e];
+					const float v = d[64 * h + 4 * c + e];
 					sg[(wg * 64 + 16 * w + g + 8 * (e >> 1)) * EPS_LD + 8 * c + 2 * q + (e & 1)] =
 						(int8_t)((v > 0.0f) - (v < 0.0f));
 				}
@@ -194,7 +216,7 @@ __global__ void __launch_bounds__(256, 1) gemm_wg_kernel(const __nv_bfloat16 *Ag
 				const int64_t j = j0 + 128 * h + 8 * c + 2 * q;
 				if (i >= I || j >= J) continue;
 				float *o = out + i * ld + j;
-				float v0 = d[h][4 * c + e], v1 = d[h][4 * c + e + 1];
+				float v0 = d[64 * h + 4 * c + e], v1 = d[64 * h + 4 * c + e + 1];
 				if (pair && j + 1 < J) {
 					if (acc) {
 						const float2 p = *(const float2 *)o;
@@ -234,14 +256,23 @@ static int wg_launch(const __nv_bfloat16 *A, const __nv_bfloat16 *B, int64_t I, 
 {
 	if (wg_major() != 9 || cuda_legacy("wgmma")) return 0;
 	if (MODE == EP_VOTE && (ep.kind != ARB_VOTE_SIGN || ep.parts)) return 0;
+	/* a short reduction is mostly epilogue: the mma.sync kernel's two CTAs
+	 * per SM overlap it better (h16: vote M=16 at 4096^2 took 150 us here) */
+	if (ldp < 256) return 0;
 	if (MODE != EP_STORE && MODE != EP_VOTE) return 0;
-	static int ready = 0;
+	static int ready = 0; /* 1 usable, -1 not in this binary */
 	if (!ready) {
-		CK(cudaFuncSetAttribute(gemm_wg_kernel<MODE>,
-			cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG_SMEM));
-		ready = 1;
+		/* only sm_90a machine code has the wgmma body (a build without
+		 * it would run the portable PTX, whose body traps) */
+		cudaFuncAttributes fa;
+		ready = cudaFuncGetAttributes(&fa, gemm_wg_kernel<MODE>) == cudaSuccess &&
+			fa.binaryVersion == 90 ? 1 : -1;
+		if (ready > 0)
+			CK(cudaFuncSetAttribute(gemm_wg_kernel<MODE>,
+				cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG_SMEM));
 	}
-	dim3 grid(cdiv(J, WG_BN), cdiv(I, WG_BM));
+	if (ready < 0) return 0;
+	const unsigned int grid = cdiv(J, WG_BN) * cdiv(I, WG_BM);
 	gemm_wg_kernel<MODE><<<grid, 256, WG_SMEM>>>(A, B, I, J, ldp, ep);
 	CK_LAUNCH(gemm_wg);
 	return 1;
