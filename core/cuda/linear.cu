@@ -481,20 +481,37 @@ __global__ void to_bf16_kernel(const float *src, int64_t rows, int64_t cols, int
 		*(uint4 *)(dst + r * ldp + c) = o;
 	}
 }
-/* fp32 [rows][cols] -> bf16 transposed [cols][ldp], ldp >= rows (zero padded) */
+/* fp32 [rows][cols] -> bf16 transposed [cols][ldp], ldp >= rows (zero
+ * padded, a multiple of 8); block (32, 8), a 64 x 64 tile: two consecutive
+ * source rows per thread stored as one bf16 pair */
 __global__ void to_bf16_t_kernel(const float *src, int64_t rows, int64_t cols, int64_t ldp,
 				 __nv_bfloat16 *dst)
 {
-	__shared__ float t[32][33];
-	int64_t r0 = (int64_t)blockIdx.y * 32, c0 = (int64_t)blockIdx.x * 32;
-	for (int i = threadIdx.y; i < 32; i += 8) {
-		int64_t r = r0 + i, c = c0 + threadIdx.x;
-		t[i][threadIdx.x] = (r < rows && c < cols) ? __ldg(src + r * cols + c) : 0.0f;
+	__shared__ float t[64][65];
+	const int64_t r0 = (int64_t)blockIdx.y * 64, c0 = (int64_t)blockIdx.x * 64;
+	const int tx = threadIdx.x, ty = threadIdx.y;
+	const int vec = (cols & 1) == 0 && ((uintptr_t)src & 7) == 0;
+	for (int i = ty; i < 64; i += 8) {
+		const int64_t r = r0 + i, c = c0 + 2 * tx;
+		float2 v = make_float2(0.0f, 0.0f);
+		if (r < rows) {
+			const float *p = src + r * cols + c;
+			if (vec && c + 1 < cols) {
+				v = __ldg((const float2 *)p);
+			} else {
+				if (c < cols) v.x = __ldg(p);
+				if (c + 1 < cols) v.y = __ldg(p + 1);
+			}
+		}
+		t[i][2 * tx] = v.x;
+		t[i][2 * tx + 1] = v.y;
 	}
 	__syncthreads();
-	for (int i = threadIdx.y; i < 32; i += 8) {
-		int64_t c = c0 + i, r = r0 + threadIdx.x;
-		if (c < cols && r < ldp) dst[c * ldp + r] = __float2bfloat16(t[threadIdx.x][i]);
+	for (int i = ty; i < 64; i += 8) {
+		const int64_t c = c0 + i, r = r0 + 2 * tx;
+		if (c >= cols || r >= ldp) continue;
+		const __nv_bfloat162 h = __floats2bfloat162_rn(t[2 * tx][i], t[2 * tx + 1][i]);
+		*(__nv_bfloat162 *)(dst + c * ldp + r) = h;
 	}
 }
 
@@ -2057,8 +2074,8 @@ void cuda_linear_vote(arb_backend *be, arb_tern *w, const float *x, const float 
 	int64_t ldp = pad8(M);
 	__nv_bfloat16 *xt, *dyt = gs_ws(be, N * ldp, K * ldp, &xt);
 	dim3 tb(32, 8);
-	to_bf16_t_kernel<<<dim3(cdiv(N, 32), cdiv(ldp, 32)), tb>>>(dy, M, N, ldp, dyt);
-	to_bf16_t_kernel<<<dim3(cdiv(K, 32), cdiv(ldp, 32)), tb>>>(x, M, K, ldp, xt);
+	to_bf16_t_kernel<<<dim3(cdiv(N, 64), cdiv(ldp, 64)), tb>>>(dy, M, N, ldp, dyt);
+	to_bf16_t_kernel<<<dim3(cdiv(K, 64), cdiv(ldp, 64)), tb>>>(x, M, K, ldp, xt);
 	CK_LAUNCH(vote_transpose);
 	if (sr && w->rms_log2 == ARB_RMS_UNKNOWN) {
 		gs_launch<EP_MEASURE>(dyt, xt, N, K, M, ldp, ep);
