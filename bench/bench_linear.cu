@@ -79,6 +79,25 @@ static void line(const char *op, int64_t M, int64_t N, int64_t K, double ours, d
 	fflush(stdout);
 }
 
+/* ARB_CUDA_LEGACY plus one more family for an A/B line, then back to what
+ * the caller set (an unset would drop the caller's own selection) */
+static char g_leg[256];
+static int g_leg_had;
+static void legacy_push(const char *what)
+{
+	const char *o = getenv("ARB_CUDA_LEGACY");
+	g_leg_had = o != NULL;
+	snprintf(g_leg, sizeof g_leg, "%s", o ? o : "");
+	char v[320];
+	snprintf(v, sizeof v, "%s%s%s", g_leg, g_leg[0] ? "," : "", what);
+	setenv("ARB_CUDA_LEGACY", v, 1);
+}
+static void legacy_pop(void)
+{
+	if (g_leg_had) setenv("ARB_CUDA_LEGACY", g_leg, 1);
+	else unsetenv("ARB_CUDA_LEGACY");
+}
+
 int main(void)
 {
 	arb_error err = { 0 };
@@ -146,12 +165,21 @@ int main(void)
 			line("fwd", M, N, K, ours, cub, M <= 16 ? 4.0 : (M == 4096 ? 0.7 : 0.0));
 			if (M <= 16) {
 				/* ARB_CUDA_LEGACY=skinny (the v2 kernel), same run: A/B */
-				setenv("ARB_CUDA_LEGACY", "skinny", 1);
+				legacy_push("skinny");
 				double old_us = time_us([&](int i) {
 					be->linear_forward(be, &ws[i % nours], x, y, M, 0);
 				});
-				unsetenv("ARB_CUDA_LEGACY");
+				legacy_pop();
 				line("fwdold", M, N, K, old_us, cub, 0.0);
+			}
+			if (M == 4096) {
+				/* ARB_CUDA_LEGACY=tma (wgmma stages by cp.async), same run */
+				legacy_push("tma");
+				double cp_us = time_us([&](int i) {
+					be->linear_forward(be, &ws[i % nours], x, y, M, 0);
+				});
+				legacy_pop();
+				line("fwdcp", M, N, K, cp_us, cub, 0.0);
 			}
 		}
 		for (int64_t M : { (int64_t)16, (int64_t)4096 }) {
@@ -178,11 +206,11 @@ int main(void)
 			line("vote", M, N, K, ours, cub, M == 4096 ? 0.7 : 0.0);
 			if (M == 16) {
 				/* ARB_CUDA_LEGACY=vote (bf16 tile GEMM), same run: A/B */
-				setenv("ARB_CUDA_LEGACY", "vote", 1);
+				legacy_push("vote");
 				double old_us = time_us([&](int i) {
 					be->linear_vote(be, &ws[0], x, dy, M, &v);
 				}, 5);
-				unsetenv("ARB_CUDA_LEGACY");
+				legacy_pop();
 				line("voteold", M, N, K, old_us, cub, 0.0);
 			}
 		}

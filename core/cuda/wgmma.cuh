@@ -22,6 +22,9 @@
 #ifndef ARB_CUDA_WGMMA_CUH
 #define ARB_CUDA_WGMMA_CUH
 
+#include <cuda.h> /* CUtensorMap and its enums (types only: the encoder is
+		   * fetched through the runtime, libcuda is not linked) */
+
 #define WG_BM 128
 #define WG_BN 256
 #define WG_BK 64
@@ -85,6 +88,79 @@ __device__ __forceinline__ void wg_mma256(float *d, uint64_t da, uint64_t db)
 }
 #endif
 
+/* raster: CTAs in order over groups of WG_GJ column tiles, all row tiles
+ * of a group before the next group, so that the B tiles of the CTAs in
+ * flight stay in L2 (h16: B of 11008 x 4096 is 90 MB) */
+__device__ __forceinline__ void wg_tile_of(int64_t I, int64_t J, int64_t *i0, int64_t *j0)
+{
+	const int64_t nI = (I + WG_BM - 1) / WG_BM, nJ = (J + WG_BN - 1) / WG_BN;
+	const int64_t L = blockIdx.x, per = (int64_t)WG_GJ * nI;
+	const int64_t grp = L / per, loc = L - grp * per, fj = grp * WG_GJ;
+	const int64_t gw = nJ - fj < WG_GJ ? nJ - fj : WG_GJ;
+	const int64_t bi = loc / gw;
+	*i0 = bi * WG_BM;
+	*j0 = (fj + (loc - bi * gw)) * WG_BN;
+}
+
+/* the tile's results (d: this thread's accumulators) to their epilogue */
+template <int MODE>
+__device__ __forceinline__ void wg_epilogue(const float *d, unsigned char *sm, int64_t i0,
+					    int64_t j0, int64_t I, int64_t J, const EpArgs &ep)
+{
+	const int tid = threadIdx.x, wg = tid >> 7, wt = tid & 127;
+	/* accumulator layout (per warpgroup, m64nN): warp w of the group owns
+	 * rows 16w .. 16w+15; d[4c + 0/1] = row 16w + lane/4, columns 8c +
+	 * 2 (lane % 4) + 0/1; d[4c + 2/3] the same columns 8 rows lower (h16:
+	 * one n256 instead of two n128 per k-step, forward 4096^2 334 -> 320
+	 * us in one call) */
+	const int w = wt >> 5, lane = wt & 31, g = lane >> 2, q = lane & 3;
+	if (MODE == EP_VOTE) {
+		__syncthreads(); /* every wgmma is done with the stages */
+#pragma unroll
+		for (int h = 0; h < 2; h++) {
+			int8_t *sg = (int8_t *)sm;
+#pragma unroll
+			for (int c = 0; c < 16; c++)
+#pragma unroll
+				for (int e = 0; e < 4; e++) {
+					const float v = d[64 * h + 4 * c + e];
+					sg[(wg * 64 + 16 * w + g + 8 * (e >> 1)) * EPS_LD + 8 * c + 2 * q + (e & 1)] =
+						(int8_t)((v > 0.0f) - (v < 0.0f));
+				}
+			vote_tile_apply(sm, i0, j0 + 128 * h, I, J, ep);
+			__syncthreads();
+		}
+		return;
+	}
+	float *out = ep.out;
+	const int64_t ld = ep.ld;
+	const int acc = ep.acc;
+	const int pair = (ld & 1) == 0 && ((uintptr_t)out & 7) == 0;
+#pragma unroll
+	for (int h = 0; h < 2; h++)
+#pragma unroll
+		for (int c = 0; c < 16; c++)
+#pragma unroll
+			for (int e = 0; e < 4; e += 2) {
+				const int64_t i = i0 + wg * 64 + 16 * w + g + 8 * (e >> 1);
+				const int64_t j = j0 + 128 * h + 8 * c + 2 * q;
+				if (i >= I || j >= J) continue;
+				float *o = out + i * ld + j;
+				float v0 = d[64 * h + 4 * c + e], v1 = d[64 * h + 4 * c + e + 1];
+				if (pair && j + 1 < J) {
+					if (acc) {
+						const float2 p = *(const float2 *)o;
+						v0 += p.x;
+						v1 += p.y;
+					}
+					*(float2 *)o = make_float2(v0, v1);
+				} else {
+					o[0] = acc ? o[0] + v0 : v0;
+					if (j + 1 < J) o[1] = acc ? o[1] + v1 : v1;
+				}
+			}
+}
+
 template <int MODE>
 __global__ void __launch_bounds__(256, 1) gemm_wg_kernel(const __nv_bfloat16 *Ag,
 	const __nv_bfloat16 *Bg, int64_t I, int64_t J, int64_t ldp, EpArgs ep)
@@ -94,20 +170,9 @@ __global__ void __launch_bounds__(256, 1) gemm_wg_kernel(const __nv_bfloat16 *Ag
 	/* 1024-byte alignment of every atom */
 	unsigned char *sm = (unsigned char *)(((uintptr_t)wg_raw + 1023) & ~(uintptr_t)1023);
 	const uint32_t s0 = smem_u32(sm);
-	const int tid = threadIdx.x, wg = tid >> 7, wt = tid & 127;
-	/* raster: CTAs in order over groups of WG_GJ column tiles, all row
-	 * tiles of a group before the next group, so that the B tiles of the
-	 * CTAs in flight stay in L2 (h16: B of 11008 x 4096 is 90 MB) */
-	int64_t bi, bj;
-	{
-		const int64_t nI = (I + WG_BM - 1) / WG_BM, nJ = (J + WG_BN - 1) / WG_BN;
-		const int64_t L = blockIdx.x, per = (int64_t)WG_GJ * nI;
-		const int64_t grp = L / per, loc = L - grp * per, fj = grp * WG_GJ;
-		const int64_t gw = nJ - fj < WG_GJ ? nJ - fj : WG_GJ;
-		bi = loc / gw;
-		bj = fj + (loc - bi * gw);
-	}
-	const int64_t i0 = bi * WG_BM, j0 = bj * WG_BN;
+	const int tid = threadIdx.x, wg = tid >> 7;
+	int64_t i0, j0;
+	wg_tile_of(I, J, &i0, &j0);
 	const int nk = (int)((ldp + WG_BK - 1) / WG_BK);
 	/* a thread's share of a stage: 16-byte chunk tid % 8 of rows tid / 8 +
 	 * 32 u (u < 4: rows of A, then 8 x 32 rows of B); the row pointers are
@@ -178,59 +243,119 @@ __global__ void __launch_bounds__(256, 1) gemm_wg_kernel(const __nv_bfloat16 *Ag
 #pragma unroll
 	for (int r = 0; r < 128; r++) asm volatile("" : "+f"(d[r]) :: "memory");
 	cp_wait<0>();
-	/* accumulator layout (per warpgroup, m64nN): warp w of the group owns
-	 * rows 16w .. 16w+15; d[4c + 0/1] = row 16w + lane/4, columns 8c +
-	 * 2 (lane % 4) + 0/1; d[4c + 2/3] the same columns 8 rows lower (h16:
-	 * one n256 instead of two n128 per k-step, forward 4096^2 334 -> 320
-	 * us in one call) */
-	const int w = wt >> 5, lane = wt & 31, g = lane >> 2, q = lane & 3;
-	if (MODE == EP_VOTE) {
-		__syncthreads(); /* every wgmma is done with the stages */
-#pragma unroll
-		for (int h = 0; h < 2; h++) {
-			int8_t *sg = (int8_t *)sm;
-#pragma unroll
-			for (int c = 0; c < 16; c++)
-#pragma unroll
-				for (int e = 0; e < 4; e++) {
-					const float v = d[64 * h + 4 * c + e];
-					sg[(wg * 64 + 16 * w + g + 8 * (e >> 1)) * EPS_LD + 8 * c + 2 * q + (e & 1)] =
-						(int8_t)((v > 0.0f) - (v < 0.0f));
-				}
-			vote_tile_apply(sm, i0, j0 + 128 * h, I, J, ep);
-			__syncthreads();
-		}
-		return;
-	}
-	float *out = ep.out;
-	const int64_t ld = ep.ld;
-	const int acc = ep.acc;
-	const int pair = (ld & 1) == 0 && ((uintptr_t)out & 7) == 0;
-#pragma unroll
-	for (int h = 0; h < 2; h++)
-#pragma unroll
-		for (int c = 0; c < 16; c++)
-#pragma unroll
-			for (int e = 0; e < 4; e += 2) {
-				const int64_t i = i0 + wg * 64 + 16 * w + g + 8 * (e >> 1);
-				const int64_t j = j0 + 128 * h + 8 * c + 2 * q;
-				if (i >= I || j >= J) continue;
-				float *o = out + i * ld + j;
-				float v0 = d[64 * h + 4 * c + e], v1 = d[64 * h + 4 * c + e + 1];
-				if (pair && j + 1 < J) {
-					if (acc) {
-						const float2 p = *(const float2 *)o;
-						v0 += p.x;
-						v1 += p.y;
-					}
-					*(float2 *)o = make_float2(v0, v1);
-				} else {
-					o[0] = acc ? o[0] + v0 : v0;
-					if (j + 1 < J) o[1] = acc ? o[1] + v1 : v1;
-				}
-			}
+	wg_epilogue<MODE>(d, sm, i0, j0, I, J, ep);
 #else
 	(void)Ag; (void)Bg; (void)I; (void)J; (void)ldp; (void)ep;
+	__trap();
+#endif
+}
+
+
+/* ---------------------------------------------------------------------------
+ * the same GEMM with its stages filled by the Tensor Memory Accelerator:
+ * thread 0 issues one bulk tensor copy per operand and stage (128-byte
+ * swizzle, zero fill outside the matrix); a stage's "full" mbarrier
+ * completes when its bytes have landed, its "empty" one when both
+ * warpgroups' wgmma on it are done. No cp.async from every thread, no
+ * barrier per stage. */
+#if WG_HAVE
+__device__ __forceinline__ void mb_init(uint32_t a, unsigned int count)
+{
+	asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(a), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mb_expect(uint32_t a, unsigned int bytes)
+{
+	asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
+		     :: "r"(a), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mb_arrive(uint32_t a)
+{
+	asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" :: "r"(a) : "memory");
+}
+__device__ __forceinline__ void mb_wait(uint32_t a, unsigned int parity)
+{
+	uint32_t ok;
+	do {
+		asm volatile("{\n.reg .pred p;\n"
+			     "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+			     "selp.u32 %0, 1, 0, p;\n}\n"
+			     : "=r"(ok) : "r"(a), "r"(parity) : "memory");
+	} while (!ok);
+}
+/* box (x = k, y = row) of the 2-d tensor map into shared memory at dst */
+__device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, int x, int y,
+					 uint32_t mbar)
+{
+	asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+		     " [%0], [%1, {%2, %3}], [%4];\n"
+		     :: "r"(dst), "l"((uint64_t)map), "r"(x), "r"(y), "r"(mbar) : "memory");
+}
+#endif
+
+template <int MODE>
+__global__ void __launch_bounds__(256, 1) gemm_tma_kernel(const __grid_constant__ CUtensorMap ta,
+	const __grid_constant__ CUtensorMap tb, int64_t I, int64_t J, int64_t ldp, EpArgs ep)
+{
+#if WG_HAVE
+	extern __shared__ unsigned char wg_raw[];
+	__shared__ __align__(8) uint64_t bars[2 * WG_STAGES]; /* full[s], empty[s] */
+	unsigned char *sm = (unsigned char *)(((uintptr_t)wg_raw + 1023) & ~(uintptr_t)1023);
+	const uint32_t s0 = smem_u32(sm), b0 = smem_u32(bars);
+	const int tid = threadIdx.x, wg = tid >> 7, wt = tid & 127;
+	int64_t i0, j0;
+	wg_tile_of(I, J, &i0, &j0);
+	const int nk = (int)((ldp + WG_BK - 1) / WG_BK);
+	auto full = [&](int st) { return b0 + 8u * (uint32_t)st; };
+	auto empty = [&](int st) { return b0 + 8u * (uint32_t)(WG_STAGES + st); };
+	auto issue = [&](int st, int kt) {
+		const uint32_t sb = s0 + (uint32_t)st * WG_STAGE_BYTES;
+		mb_expect(full(st), WG_STAGE_BYTES);
+		tma_load(sb, &ta, kt * WG_BK, (int)i0, full(st));
+		tma_load(sb + WG_BM * 128, &tb, kt * WG_BK, (int)j0, full(st));
+	};
+	if (tid == 0) {
+		for (int st = 0; st < WG_STAGES; st++) {
+			mb_init(full(st), 1);
+			mb_init(empty(st), 2);
+		}
+		asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+	}
+	__syncthreads();
+	if (tid == 0)
+		for (int st = 0; st < WG_STAGES && st < nk; st++) issue(st, st);
+	float d[128];
+#pragma unroll
+	for (int r = 0; r < 128; r++) d[r] = 0.0f;
+	for (int kt = 0; kt < nk; kt++) {
+		const int st = kt % WG_STAGES;
+		mb_wait(full(st), (unsigned int)(kt / WG_STAGES) & 1u);
+		const uint32_t sb = s0 + (uint32_t)st * WG_STAGE_BYTES;
+		const uint32_t sa = sb + (uint32_t)wg * 64 * 128, sbb = sb + WG_BM * 128;
+		asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+		for (int kk = 0; kk < WG_BK / 16; kk++)
+			wg_mma256(d, wg_desc(sa + 32 * kk), wg_desc(sbb + 32 * kk));
+		asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+		asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+#pragma unroll
+		for (int r = 0; r < 128; r++) asm volatile("" : "+f"(d[r]) :: "memory");
+		/* the previous stage is read by this warpgroup; once both have
+		 * said so, thread 0 refills it */
+		if (kt > 0) {
+			const int ps = (kt - 1) % WG_STAGES;
+			if (wt == 0) mb_arrive(empty(ps));
+			if (tid == 0 && kt - 1 + WG_STAGES < nk) {
+				mb_wait(empty(ps), (unsigned int)((kt - 1) / WG_STAGES) & 1u);
+				issue(ps, kt - 1 + WG_STAGES);
+			}
+		}
+	}
+	asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#pragma unroll
+	for (int r = 0; r < 128; r++) asm volatile("" : "+f"(d[r]) :: "memory");
+	wg_epilogue<MODE>(d, sm, i0, j0, I, J, ep);
+#else
+	(void)ta; (void)tb; (void)I; (void)J; (void)ldp; (void)ep;
 	__trap();
 #endif
 }
@@ -248,8 +373,57 @@ static int wg_major(void)
 	return major;
 }
 
-/* C = A B^T through gemm_wg_kernel when the device is an sm_90 (and the
- * epilogue one it has); 0: the caller's kernel runs instead */
+/* the driver's tensor-map encoder through the runtime (NULL: none) */
+typedef CUresult (*wg_encode_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
+				 const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
+				 const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
+				 CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+static wg_encode_fn wg_encoder(void)
+{
+	static int tried = 0;
+	static wg_encode_fn fn = NULL;
+	if (!tried) {
+		tried = 1;
+		void *p = NULL;
+		cudaDriverEntryPointQueryResult q;
+		if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000,
+						     cudaEnableDefault, &q) == cudaSuccess &&
+		    q == cudaDriverEntryPointSuccess)
+			fn = (wg_encode_fn)p;
+		else
+			cudaGetLastError();
+	}
+	return fn;
+}
+/* tensor map of a bf16 [rows][ldp] matrix read in boxes of 64 columns x
+ * box_rows rows, 128-byte swizzled, zeros outside */
+static int wg_map(CUtensorMap *m, const __nv_bfloat16 *p, int64_t rows, int64_t ldp,
+		  unsigned int box_rows)
+{
+	wg_encode_fn enc = wg_encoder();
+	if (!enc || rows > 0x7fffffff || ldp > 0x7fffffff) return 0;
+	const cuuint64_t dim[2] = { (cuuint64_t)ldp, (cuuint64_t)rows };
+	const cuuint64_t stride[1] = { (cuuint64_t)ldp * 2 };
+	const cuuint32_t box[2] = { WG_BK, box_rows }, es[2] = { 1, 1 };
+	return enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)p, dim, stride, box, es,
+		   CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+		   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
+	       CUDA_SUCCESS;
+}
+
+/* 1 when kernel k has sm_90a machine code (a build without it would run
+ * the portable PTX, whose body traps) */
+static int wg_usable(const void *k)
+{
+	cudaFuncAttributes fa;
+	if (cudaFuncGetAttributes(&fa, k) != cudaSuccess || fa.binaryVersion != 90) return 0;
+	CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG_SMEM));
+	return 1;
+}
+
+/* C = A B^T on the warpgroup MMA when the device is an sm_90 and the
+ * epilogue one it has: stages by TMA, or by cp.async where no tensor map
+ * can be made (or ARB_CUDA_LEGACY=tma); 0: the caller's kernel runs */
 template <int MODE>
 static int wg_launch(const __nv_bfloat16 *A, const __nv_bfloat16 *B, int64_t I, int64_t J,
 		     int64_t ldp, const EpArgs &ep)
@@ -260,19 +434,18 @@ static int wg_launch(const __nv_bfloat16 *A, const __nv_bfloat16 *B, int64_t I, 
 	 * per SM overlap it better (h16: vote M=16 at 4096^2 took 150 us here) */
 	if (ldp < 256) return 0;
 	if (MODE != EP_STORE && MODE != EP_VOTE) return 0;
-	static int ready = 0; /* 1 usable, -1 not in this binary */
-	if (!ready) {
-		/* only sm_90a machine code has the wgmma body (a build without
-		 * it would run the portable PTX, whose body traps) */
-		cudaFuncAttributes fa;
-		ready = cudaFuncGetAttributes(&fa, gemm_wg_kernel<MODE>) == cudaSuccess &&
-			fa.binaryVersion == 90 ? 1 : -1;
-		if (ready > 0)
-			CK(cudaFuncSetAttribute(gemm_wg_kernel<MODE>,
-				cudaFuncAttributeMaxDynamicSharedMemorySize, (int)WG_SMEM));
-	}
-	if (ready < 0) return 0;
+	static int ok_cp = 0, ok_tma = 0; /* 1 usable, -1 not in this binary */
+	if (!ok_cp) ok_cp = wg_usable((const void *)gemm_wg_kernel<MODE>) ? 1 : -1;
+	if (!ok_tma) ok_tma = wg_usable((const void *)gemm_tma_kernel<MODE>) ? 1 : -1;
 	const unsigned int grid = cdiv(J, WG_BN) * cdiv(I, WG_BM);
+	CUtensorMap ma, mb;
+	if (ok_tma > 0 && !cuda_legacy("tma") && wg_map(&ma, A, I, ldp, WG_BM) &&
+	    wg_map(&mb, B, J, ldp, WG_BN)) {
+		gemm_tma_kernel<MODE><<<grid, 256, WG_SMEM>>>(ma, mb, I, J, ldp, ep);
+		CK_LAUNCH(gemm_tma);
+		return 1;
+	}
+	if (ok_cp < 0) return 0;
 	gemm_wg_kernel<MODE><<<grid, 256, WG_SMEM>>>(A, B, I, J, ldp, ep);
 	CK_LAUNCH(gemm_wg);
 	return 1;
