@@ -291,68 +291,49 @@ __device__ __forceinline__ void vote_sign_epilogue(const float (&acc)[4][4][4],
 
 #include "wgmma.cuh"
 
-/* grid: (cdiv(J,BN), cdiv(I,BM)); block 256 */
-template <class LA, class LB, int MODE>
-__global__ void __launch_bounds__(256) tc_gemm_kernel1(LA la, LB lb, int64_t I,
-							int64_t J, int64_t R, EpArgs ep)
+/* one BK-wide stage of a 128 x 128 mma.sync tile from shared memory (A
+ * rows and B columns padded to SROW): warp (wm, wn) accumulates its 64 x 32
+ * block (ldmatrix x4, m16n8k16) */
+__device__ __forceinline__ void tile_mma(float (&acc)[4][4][4], const __nv_bfloat16 *A,
+					 const __nv_bfloat16 *B, int wm, int wn, int lane)
 {
-	__shared__ __align__(16) unsigned char smem[2 * (BM + BN) * SROW * 2];
-	__nv_bfloat16 *As = (__nv_bfloat16 *)smem;
-	__nv_bfloat16 *Bs = As + 2 * BM * SROW;
-	int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-	int wm = warp >> 2, wn = warp & 3;             /* 2 x 4 warps */
-	int64_t i0 = (int64_t)blockIdx.y * BM, j0 = (int64_t)blockIdx.x * BN;
-	float acc[4][4][4];
 #pragma unroll
-	for (int a = 0; a < 4; a++)
+	for (int kk = 0; kk < BK; kk += 16) {
+		uint32_t af[4][4], bf[4][2];
 #pragma unroll
-		for (int b = 0; b < 4; b++)
-#pragma unroll
-			for (int c = 0; c < 4; c++) acc[a][b][c] = 0.0f;
-	float ra[16], rb[16];
-	int nk = (int)((R + BK - 1) / BK);
-	tile_load(la, i0, 0, ra);
-	tile_load(lb, j0, 0, rb);
-	tile_store<LA>(As, ra);
-	tile_store<LB>(Bs, rb);
-	__syncthreads();
-	for (int kt = 0; kt < nk; kt++) {
-		int buf = kt & 1;
-		if (kt + 1 < nk) {
-			tile_load(la, i0, (int64_t)(kt + 1) * BK, ra);
-			tile_load(lb, j0, (int64_t)(kt + 1) * BK, rb);
+		for (int mi = 0; mi < 4; mi++) {
+			int row = wm * 64 + mi * 16 + (lane & 15);
+			ldsm_x4(af[mi][0], af[mi][1], af[mi][2], af[mi][3],
+				A + row * SROW + kk + (lane >> 4) * 8);
 		}
-		const __nv_bfloat16 *A = As + buf * BM * SROW, *B = Bs + buf * BN * SROW;
 #pragma unroll
-		for (int kk = 0; kk < BK; kk += 16) {
-			uint32_t af[4][4], bf[4][2];
-#pragma unroll
-			for (int mi = 0; mi < 4; mi++) {
-				int row = wm * 64 + mi * 16 + (lane & 15);
-				ldsm_x4(af[mi][0], af[mi][1], af[mi][2], af[mi][3],
-					A + row * SROW + kk + (lane >> 4) * 8);
-			}
-#pragma unroll
-			for (int np = 0; np < 2; np++) {
-				int col = wn * 32 + np * 16 + (lane & 7) + (lane >> 4) * 8;
-				uint32_t r0, r1, r2, r3;
-				ldsm_x4(r0, r1, r2, r3, B + col * SROW + kk + ((lane >> 3) & 1) * 8);
-				bf[2 * np][0] = r0; bf[2 * np][1] = r1;
-				bf[2 * np + 1][0] = r2; bf[2 * np + 1][1] = r3;
-			}
-#pragma unroll
-			for (int mi = 0; mi < 4; mi++)
-#pragma unroll
-				for (int ni = 0; ni < 4; ni++)
-					mma16816(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
+		for (int np = 0; np < 2; np++) {
+			int col = wn * 32 + np * 16 + (lane & 7) + (lane >> 4) * 8;
+			uint32_t r0, r1, r2, r3;
+			ldsm_x4(r0, r1, r2, r3, B + col * SROW + kk + ((lane >> 3) & 1) * 8);
+			bf[2 * np][0] = r0; bf[2 * np][1] = r1;
+			bf[2 * np + 1][0] = r2; bf[2 * np + 1][1] = r3;
 		}
-		if (kt + 1 < nk) {
-			tile_store<LA>(As + (buf ^ 1) * BM * SROW, ra);
-			tile_store<LB>(Bs + (buf ^ 1) * BN * SROW, rb);
-		}
-		__syncthreads();
+#pragma unroll
+		for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+			for (int ni = 0; ni < 4; ni++)
+				mma16816(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
 	}
+}
 
+/* the epilogue of a 128 x 128 mma.sync tile (both tile kernels): warp
+ * (wm, wn) of 2 x 4 holds acc[mi][ni][c] for row wm * 64 + mi * 16 + lane / 4
+ * (+8 for c >= 2), column wn * 32 + ni * 8 + 2 (lane % 4) + (c & 1); the
+ * store, the votes (sign: vote_sign_epilogue; sr and measure per element)
+ * and the sr sum of squares */
+template <int MODE>
+__device__ __forceinline__ void tile_epilogue(const float (&acc)[4][4][4], unsigned char *smem,
+					      int64_t i0, int64_t j0, int64_t I, int64_t J,
+					      const EpArgs &ep)
+{
+	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+	const int wm = warp >> 2, wn = warp & 3;
 	int g = lane >> 2, q = lane & 3;
 	if (MODE == EP_STORE) {
 #pragma unroll
@@ -431,6 +412,49 @@ __global__ void __launch_bounds__(256) tc_gemm_kernel1(LA la, LB lb, int64_t I,
 			ep.parts[(int64_t)blockIdx.y * gridDim.x + blockIdx.x] = s;
 		}
 	}
+}
+
+/* grid: (cdiv(J,BN), cdiv(I,BM)); block 256 */
+template <class LA, class LB, int MODE>
+__global__ void __launch_bounds__(256) tc_gemm_kernel1(LA la, LB lb, int64_t I,
+							int64_t J, int64_t R, EpArgs ep)
+{
+	__shared__ __align__(16) unsigned char smem[2 * (BM + BN) * SROW * 2];
+	__nv_bfloat16 *As = (__nv_bfloat16 *)smem;
+	__nv_bfloat16 *Bs = As + 2 * BM * SROW;
+	int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+	int wm = warp >> 2, wn = warp & 3;             /* 2 x 4 warps */
+	int64_t i0 = (int64_t)blockIdx.y * BM, j0 = (int64_t)blockIdx.x * BN;
+	float acc[4][4][4];
+#pragma unroll
+	for (int a = 0; a < 4; a++)
+#pragma unroll
+		for (int b = 0; b < 4; b++)
+#pragma unroll
+			for (int c = 0; c < 4; c++) acc[a][b][c] = 0.0f;
+	float ra[16], rb[16];
+	int nk = (int)((R + BK - 1) / BK);
+	tile_load(la, i0, 0, ra);
+	tile_load(lb, j0, 0, rb);
+	tile_store<LA>(As, ra);
+	tile_store<LB>(Bs, rb);
+	__syncthreads();
+	for (int kt = 0; kt < nk; kt++) {
+		int buf = kt & 1;
+		if (kt + 1 < nk) {
+			tile_load(la, i0, (int64_t)(kt + 1) * BK, ra);
+			tile_load(lb, j0, (int64_t)(kt + 1) * BK, rb);
+		}
+		const __nv_bfloat16 *A = As + buf * BM * SROW, *B = Bs + buf * BN * SROW;
+		tile_mma(acc, A, B, wm, wn, lane);
+		if (kt + 1 < nk) {
+			tile_store<LA>(As + (buf ^ 1) * BM * SROW, ra);
+			tile_store<LB>(Bs + (buf ^ 1) * BN * SROW, rb);
+		}
+		__syncthreads();
+	}
+
+	tile_epilogue<MODE>(acc, smem, i0, j0, I, J, ep);
 }
 
 /* ---------------------------------------------------------------------------
@@ -617,111 +641,12 @@ __global__ void __launch_bounds__(256, 2) gemm_tn_kernel2(const __nv_bfloat16 *A
 		cp_commit();
 		int buf = kt % GS_STAGES;
 		const __nv_bfloat16 *A = As + buf * BM * SROW, *B = Bs + buf * BN * SROW;
-#pragma unroll
-		for (int kk = 0; kk < BK; kk += 16) {
-			uint32_t af[4][4], bf[4][2];
-#pragma unroll
-			for (int mi = 0; mi < 4; mi++) {
-				int row = wm * 64 + mi * 16 + (lane & 15);
-				ldsm_x4(af[mi][0], af[mi][1], af[mi][2], af[mi][3],
-					A + row * SROW + kk + (lane >> 4) * 8);
-			}
-#pragma unroll
-			for (int np = 0; np < 2; np++) {
-				int col = wn * 32 + np * 16 + (lane & 7) + (lane >> 4) * 8;
-				uint32_t r0, r1, r2, r3;
-				ldsm_x4(r0, r1, r2, r3, B + col * SROW + kk + ((lane >> 3) & 1) * 8);
-				bf[2 * np][0] = r0; bf[2 * np][1] = r1;
-				bf[2 * np + 1][0] = r2; bf[2 * np + 1][1] = r3;
-			}
-#pragma unroll
-			for (int mi = 0; mi < 4; mi++)
-#pragma unroll
-				for (int ni = 0; ni < 4; ni++)
-					mma16816(acc[mi][ni], af[mi], bf[ni][0], bf[ni][1]);
-		}
+		tile_mma(acc, A, B, wm, wn, lane);
 	}
 	cp_wait<0>();
 	__syncthreads();
 
-	int g = lane >> 2, q = lane & 3;
-	if (MODE == EP_STORE) {
-#pragma unroll
-		for (int mi = 0; mi < 4; mi++)
-#pragma unroll
-			for (int ni = 0; ni < 4; ni++)
-#pragma unroll
-				for (int c = 0; c < 4; c++) {
-					int64_t i = i0 + wm * 64 + mi * 16 + g + (c >> 1) * 8;
-					int64_t j = j0 + wn * 32 + ni * 8 + 2 * q + (c & 1);
-					if (i < I && j < J) {
-						float *o = ep.out + i * ep.ld + j;
-						*o = ep.acc ? *o + acc[mi][ni][c] : acc[mi][ni][c];
-					}
-				}
-		return;
-	}
-	/* vote / measure: i = n (row of W), j = k (column of W) */
-	if (MODE == EP_VOTE && ep.kind == ARB_VOTE_SIGN && !ep.parts) {
-		vote_sign_epilogue(acc, smem, i0, j0, I, J, ep);
-		return;
-	}
-	int *sc = (int *)smem; /* [BM][SC_G] */
-	int g0 = (int)(j0 / ep.gs);
-	if (MODE == EP_VOTE && ep.score) {
-		for (int e = tid; e < BM * SC_G; e += 256) sc[e] = 0;
-		__syncthreads();
-	}
-	int rms = MODE == EP_VOTE ? vote_rms_dev(ep.rms_host, ep.rms_dev) : 0;
-	double sq = 0.0;
-#pragma unroll
-	for (int mi = 0; mi < 4; mi++)
-#pragma unroll
-		for (int ni = 0; ni < 4; ni++)
-#pragma unroll
-			for (int c = 0; c < 4; c++) {
-				int il = wm * 64 + mi * 16 + g + (c >> 1) * 8;
-				int64_t n = i0 + il;
-				int64_t k = j0 + wn * 32 + ni * 8 + 2 * q + (c & 1);
-				if (n >= I || k >= J) continue;
-				float d = acc[mi][ni][c];
-				sq += (double)d * (double)d;
-				if (MODE != EP_VOTE) continue;
-				int64_t wi = n * J + k;
-				int sg = (d > 0.0f) - (d < 0.0f);
-				int inc = ep.kind == ARB_VOTE_SR ?
-					sr_inc(d, ep.R, rms, ep.seed, ep.stream, (uint64_t)wi) :
-					ep.step * sg;
-				if (inc) ep.T[wi] = accum_sub(ep.T[wi], inc);
-				if (ep.score && sg) {
-					uint32_t kk = (uint32_t)k, kb = kk / 5u;
-					int t = trit_digit(ep.packed[n * ep.rb + kb], (int)(kk - 5u * kb));
-					if (t) atomicAdd(&sc[il * SC_G + (int)(kk / (uint32_t)ep.gs) - g0], sg * t);
-				}
-			}
-	if (MODE == EP_VOTE && ep.score) {
-		__syncthreads();
-		int ng = ep.groups;
-		for (int e = tid; e < BM * SC_G; e += 256) {
-			int v = sc[e];
-			if (!v) continue;
-			int64_t n = i0 + e / SC_G;
-			int gg = g0 + e % SC_G;
-			if (n < I && gg < ng) atomicAdd(&ep.score[n * ng + gg], v);
-		}
-	}
-	if (ep.parts) {
-		/* fixed-order block reduction of sq */
-		__shared__ double red[8];
-		for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
-		if (lane == 0) red[warp] = sq;
-		__syncthreads();
-		if (tid == 0) {
-			double s = 0.0;
-			for (int w = 0; w < 8; w++) s += red[w];
-			ep.parts[(int64_t)blockIdx.y * gridDim.x + blockIdx.x] = s;
-		}
-	}
+	tile_epilogue<MODE>(acc, smem, i0, j0, I, J, ep);
 }
 
 /* ---------------------------------------------------------------------------
