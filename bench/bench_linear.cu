@@ -165,12 +165,21 @@ int main(void)
 			line("fwd", M, N, K, ours, cub, M <= 16 ? 4.0 : (M == 4096 ? 0.7 : 0.0));
 			if (M <= 16) {
 				/* ARB_CUDA_LEGACY=skinny (the v2 kernel), same run: A/B */
-				legacy_push("skinny");
+				legacy_push("skinny,gemv");
 				double old_us = time_us([&](int i) {
 					be->linear_forward(be, &ws[i % nours], x, y, M, 0);
 				});
 				legacy_pop();
 				line("fwdold", M, N, K, old_us, cub, 0.0);
+			}
+			if (M <= 4) {
+				/* ARB_CUDA_LEGACY=gemv (the skinny mma kernel), same run */
+				legacy_push("gemv");
+				double sk_us = time_us([&](int i) {
+					be->linear_forward(be, &ws[i % nours], x, y, M, 0);
+				});
+				legacy_pop();
+				line("fwdsk", M, N, K, sk_us, cub, 0.0);
 			}
 			if (M == 4096) {
 				/* ARB_CUDA_LEGACY=tma (wgmma stages by cp.async), same run */

@@ -216,6 +216,11 @@ START_TEST(test_linear_small)
 	run_linear(63, 513, 260, 4, ARB_ERULE_BIGINT, 1);
 	run_linear(33, 1000, 700, 64, ARB_ERULE_RESIDUAL, 0);
 	run_linear(2, 5000, 641, 16, ARB_ERULE_RESIDUAL, 1);
+	/* the GEMV (M <= 4): 3 tokens in the 4-token kernel, several 16-byte
+	 * chunks per lane and row, a row length not divisible by 16 bytes */
+	run_linear(3, 300, 1000, 32, ARB_ERULE_RESIDUAL, 1);
+	run_linear(4, 130, 333, 64, ARB_ERULE_FROZEN, 0);
+	run_linear(1, 70, 11003, 32, ARB_ERULE_FROZEN, 1);
 	/* 64 <= M <= 256 with a tile grid too small for the GPU: skinny in
 	 * chunks of 16 (forward where the group size allows, backward_x) */
 	run_linear(128, 2048, 128, 32, ARB_ERULE_RESIDUAL, 1);

@@ -121,7 +121,7 @@ void cuda_attention_backward(arb_backend *be, const float *q, const float *k,
 			     const float *dout, float *dq, float *dk, float *dv,
 			     int B, int T, int H, int hd);
 
-/* ARB_CUDA_LEGACY=step,skinny,gemm,wgmma,vote,bwdx (any subset) selects the previous kernels
+/* ARB_CUDA_LEGACY=step,skinny,gemv,gemm,wgmma,tma,vote,bwdx (any subset) selects the previous kernels
  * of that family: for A/B timing and for bisecting a GPU-suite failure */
 #include <stdlib.h>
 #include <string.h>

@@ -1236,6 +1236,127 @@ static int skinny3_forward(arb_backend *be, const tern_view &v, const float *x, 
 
 
 /* ---------------------------------------------------------------------------
+ * GEMV forward, M <= GV_MMAX tokens (decoding one token at a time): CUDA
+ * cores, fp32 products, no split-K. A CTA stages x in shared memory (80-wide
+ * chunks padded to 84 floats: lanes reading consecutive chunks hit distinct
+ * banks) and owns 8 * GV_RPW rows; lane l of a warp takes the 16-byte
+ * chunks l, l + 32, ... of each of its rows (80 weights each). With a
+ * power-of-two group size >= 16 every aligned 16-weight block of a chunk
+ * lies in one group, so the weight itself, +-2^E or 0, is one PRMT of that
+ * group's word h = bf16(2^E) | bf16(-2^E) << 16 into the upper half of a
+ * float (selector from the skinny kernels' table), then one FFMA per token.
+ * The lanes' sums of a row are added by shuffles in a fixed order. */
+#define GV_MMAX 1 /* h16: at 4 tokens the skinny mma kernel was faster (19.6 vs
+			 * 23.1 us at 4096^2); loading each chunk one item
+			 * ahead made M = 1 no faster (14.9 vs 13.9 us) */
+#define GV_RPW 2
+#define GV_XROW 84
+
+template <int MT>
+__global__ void __launch_bounds__(256) gemv_fwd_kernel(tern_view v, const float *x, float *y,
+	int M, int acc, int lg)
+{
+	extern __shared__ __align__(16) unsigned char gsm[];
+	unsigned long long *tab = (unsigned long long *)gsm;          /* [243] (256) */
+	float *xs = (float *)(gsm + 256 * 8);                          /* [MT][nc][84] */
+	const int64_t N = v.rows, K = v.cols, rb = v.row_bytes;
+	const int nc = (int)((rb + 15) / 16);
+	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+	s3_table(tab);
+	for (int m = 0; m < MT; m++) /* tokens >= M: zeros */
+		for (int k = tid; k < nc * 80; k += 256)
+			xs[(m * nc + k / 80) * GV_XROW + k % 80] =
+				m < M && k < K ? __ldg(x + (int64_t)m * K + k) : 0.0f;
+	__syncthreads();
+	const int64_t n0 = ((int64_t)blockIdx.x * 8 + warp) * GV_RPW;
+	const int gs16 = 1 << (lg - 4); /* 16-weight blocks per group */
+	for (int rr = 0; rr < GV_RPW; rr++) {
+		const int64_t n = n0 + rr;
+		if (n >= N) break;
+		const int8_t *er = v.E + n * v.groups;
+		float sum[MT];
+#pragma unroll
+		for (int m = 0; m < MT; m++) sum[m] = 0.0f;
+		for (int c = lane; c < nc; c += 32) {
+			uint32_t w4[4];
+			s3_load(v.packed, N, rb, n, 16 * (int64_t)c, w4);
+			/* the five 16-weight blocks' group words */
+			uint32_t h[5];
+#pragma unroll
+			for (int s = 0; s < 5; s++) {
+				const int g = (5 * c + s) / gs16;
+				const int e = g < v.groups ? (int)er[g] : -127;
+				const uint32_t hb = e < -126 ? 0u : (uint32_t)(e + 127) << 7;
+				h[s] = hb | ((hb | 0x8000u) << 16);
+			}
+			unsigned long long L[16];
+#pragma unroll
+			for (int b = 0; b < 16; b++) L[b] = tab[(w4[b >> 2] >> (8 * (b & 3))) & 0xffu];
+			const float *xc = xs + (int64_t)c * GV_XROW;
+#pragma unroll
+			for (int q = 0; q < 20; q++) {
+				float4 xv[MT];
+#pragma unroll
+				for (int m = 0; m < MT; m++)
+					xv[m] = *(const float4 *)(xc + (int64_t)m * nc * GV_XROW + 4 * q);
+#pragma unroll
+				for (int i = 0; i < 4; i++) {
+					const int p = 4 * q + i, b = p / 5, d = p % 5;
+					const uint32_t sel = ((uint32_t)(L[b] >> (8 * d)) & 0xffu) << 8 | 0x44u;
+					const float w = __uint_as_float(prmt(h[p >> 4], 0u, sel));
+#pragma unroll
+					for (int m = 0; m < MT; m++) {
+						const float xm = i == 0 ? xv[m].x : (i == 1 ? xv[m].y : (i == 2 ? xv[m].z : xv[m].w));
+						sum[m] = fmaf(w, xm, sum[m]);
+					}
+				}
+			}
+		}
+#pragma unroll
+		for (int m = 0; m < MT; m++) {
+#pragma unroll
+			for (int o = 16; o > 0; o >>= 1) sum[m] += __shfl_xor_sync(0xffffffffu, sum[m], o);
+			if (lane == 0 && m < M) {
+				float *o = y + (int64_t)m * N + n;
+				*o = acc ? *o + sum[m] : sum[m];
+			}
+		}
+	}
+}
+
+static size_t gv_smem(int64_t rb, int mt)
+{
+	return 256 * 8 + (size_t)mt * (size_t)((rb + 15) / 16) * GV_XROW * 4;
+}
+template <int MT>
+static void gv_launch(const tern_view &v, const float *x, float *y, int M, int acc, int lg,
+		      size_t smem)
+{
+	static int ready = 0;
+	if (!ready) {
+		CK(cudaFuncSetAttribute(gemv_fwd_kernel<MT>,
+			cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
+		ready = 1;
+	}
+	const unsigned int grid = cdiv(v.rows, 8 * GV_RPW);
+	gemv_fwd_kernel<MT><<<grid, 256, smem>>>(v, x, y, M, acc, lg);
+}
+/* 0: the tensor or the batch does not suit the GEMV (the skinny kernels
+ * run); ARB_CUDA_LEGACY=gemv skips it */
+static int gemv_forward(const tern_view &v, const float *x, float *y, int64_t M, int accumulate)
+{
+	const int gs = v.gs;
+	int lg = 0;
+	while ((1 << lg) < gs) lg++;
+	if (M > GV_MMAX || v.corr || (gs & (gs - 1)) || gs < 16 || cuda_legacy("gemv")) return 0;
+	const size_t smem = gv_smem(v.row_bytes, 1);
+	if (smem > 200 * 1024) return 0;
+	gv_launch<GV_MMAX>(v, x, y, (int)M, accumulate, lg, smem);
+	CK_LAUNCH(gemv_fwd);
+	return 1;
+}
+
+/* ---------------------------------------------------------------------------
  * skinny backward_x, M <= 256: dx[m,k] = sum_n dy[m,n] W[n,k]. The reduction
  * runs over the rows of W. A CTA owns 32 packed byte columns (160 k) and a
  * chunk of at most 256 rows: it first stages the chunk's packed bytes and
@@ -1886,6 +2007,7 @@ void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 					    M - m0 < 16 ? M - m0 : 16, accumulate);
 		return;
 	}
+	if (gemv_forward(v, x, y, M, accumulate)) return;
 	if (M <= 16 && skinny3_forward(be, v, x, y, M, accumulate)) return;
 	if (M <= 16 && w->group_size % 16 == 0) {
 		dec_table_init();
