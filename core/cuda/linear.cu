@@ -1249,7 +1249,10 @@ static int skinny3_forward(arb_backend *be, const tern_view &v, const float *x, 
 #define GV_MMAX 1 /* h16: at 4 tokens the skinny mma kernel was faster (19.6 vs
 			 * 23.1 us at 4096^2); loading each chunk one item
 			 * ahead made M = 1 no faster (14.9 vs 13.9 us) */
-#define GV_RPW 2
+#define GV_RPW 2 /* h16: 4 rows per warp (half the CTAs, half the x staging)
+		  * was slower: 17.6-17.9 vs 14.0 us at 4096^2; so was
+		  * reading x from global / L1 instead of staging it:
+		  * 19.6-19.7 us */
 #define GV_XROW 84
 
 template <int MT>
