@@ -163,33 +163,19 @@ int main(void)
 						 CUBLAS_GEMM_DEFAULT));
 			});
 			line("fwd", M, N, K, ours, cub, M <= 16 ? 4.0 : (M == 4096 ? 0.7 : 0.0));
-			if (M <= 16) {
-				/* ARB_CUDA_LEGACY=skinny (the v2 kernel), same run: A/B */
-				legacy_push("skinny,gemv");
-				double old_us = time_us([&](int i) {
+			/* A/B lines, same run: the forward with one more kernel family
+			 * back at its previous kernel */
+			auto ab = [&](const char *name, const char *legacy) {
+				legacy_push(legacy);
+				double us = time_us([&](int i) {
 					be->linear_forward(be, &ws[i % nours], x, y, M, 0);
 				});
 				legacy_pop();
-				line("fwdold", M, N, K, old_us, cub, 0.0);
-			}
-			if (M <= 4) {
-				/* ARB_CUDA_LEGACY=gemv (the skinny mma kernel), same run */
-				legacy_push("gemv");
-				double sk_us = time_us([&](int i) {
-					be->linear_forward(be, &ws[i % nours], x, y, M, 0);
-				});
-				legacy_pop();
-				line("fwdsk", M, N, K, sk_us, cub, 0.0);
-			}
-			if (M == 4096) {
-				/* ARB_CUDA_LEGACY=tma (wgmma stages by cp.async), same run */
-				legacy_push("tma");
-				double cp_us = time_us([&](int i) {
-					be->linear_forward(be, &ws[i % nours], x, y, M, 0);
-				});
-				legacy_pop();
-				line("fwdcp", M, N, K, cp_us, cub, 0.0);
-			}
+				line(name, M, N, K, us, cub, 0.0);
+			};
+			if (M <= 16) ab("fwdold", "skinny,gemv"); /* the v2 skinny kernel */
+			if (M <= 4) ab("fwdsk", "gemv");          /* the skinny mma kernel */
+			if (M == 4096) ab("fwdcp", "tma");        /* wgmma, cp.async stages */
 		}
 		for (int64_t M : { (int64_t)16, (int64_t)4096 }) {
 			double ours = time_us([&](int i) {

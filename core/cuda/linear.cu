@@ -291,6 +291,17 @@ __device__ __forceinline__ void vote_sign_epilogue(const float (&acc)[4][4][4],
 
 #include "wgmma.cuh"
 
+/* a 128 x 128 mma.sync tile's accumulators (both tile kernels) to zero */
+__device__ __forceinline__ void tile_zero(float (&acc)[4][4][4])
+{
+#pragma unroll
+	for (int a = 0; a < 4; a++)
+#pragma unroll
+		for (int b = 0; b < 4; b++)
+#pragma unroll
+			for (int c = 0; c < 4; c++) acc[a][b][c] = 0.0f;
+}
+
 /* one BK-wide stage of a 128 x 128 mma.sync tile from shared memory (A
  * rows and B columns padded to SROW): warp (wm, wn) accumulates its 64 x 32
  * block (ldmatrix x4, m16n8k16) */
@@ -426,12 +437,7 @@ __global__ void __launch_bounds__(256) tc_gemm_kernel1(LA la, LB lb, int64_t I,
 	int wm = warp >> 2, wn = warp & 3;             /* 2 x 4 warps */
 	int64_t i0 = (int64_t)blockIdx.y * BM, j0 = (int64_t)blockIdx.x * BN;
 	float acc[4][4][4];
-#pragma unroll
-	for (int a = 0; a < 4; a++)
-#pragma unroll
-		for (int b = 0; b < 4; b++)
-#pragma unroll
-			for (int c = 0; c < 4; c++) acc[a][b][c] = 0.0f;
+	tile_zero(acc);
 	float ra[16], rb[16];
 	int nk = (int)((R + BK - 1) / BK);
 	tile_load(la, i0, 0, ra);
@@ -608,12 +614,7 @@ __global__ void __launch_bounds__(256, 2) gemm_tn_kernel2(const __nv_bfloat16 *A
 	int wm = warp >> 2, wn = warp & 3;             /* 2 x 4 warps */
 	int64_t i0 = (int64_t)blockIdx.y * BM, j0 = (int64_t)blockIdx.x * BN;
 	float acc[4][4][4];
-#pragma unroll
-	for (int a = 0; a < 4; a++)
-#pragma unroll
-		for (int b = 0; b < 4; b++)
-#pragma unroll
-			for (int c = 0; c < 4; c++) acc[a][b][c] = 0.0f;
+	tile_zero(acc);
 	const int nk = (int)((R + BK - 1) / BK);
 	auto load_stage = [&](int st, int kt) {
 #pragma unroll
