@@ -237,6 +237,10 @@ START_TEST(test_linear_large)
 	run_linear(512, 256, 400, 32, ARB_ERULE_RESIDUAL, 1);
 	run_linear(512, 256, 400, 12, ARB_ERULE_FROZEN, 1);
 	run_linear(300, 200, 640, 64, ARB_ERULE_FROZEN, 0);
+	/* K and N not multiples of 8: the bf16 workspaces' zero padding (the
+	 * decode writes it) and a partial last k-stage */
+	run_linear(512, 250, 333, 32, ARB_ERULE_RESIDUAL, 1);
+	run_linear(384, 250, 333, 16, ARB_ERULE_FROZEN, 0);
 }
 END_TEST
 

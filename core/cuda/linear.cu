@@ -569,23 +569,30 @@ __device__ __forceinline__ void decode_byte5(const tern_view &v, int64_t r, int6
 		w5[j] = __float2bfloat16(w);
 	}
 }
-/* W^T -> bf16 [cols][ldp] (ldp >= rows, zero padded); grid (row blocks of
- * 256, byte columns): the stores of a warp are 32 consecutive rows (h16: a
- * 64-bit division and a scale per weight made 4096 x 4096 take 98 us) */
+/* W^T -> bf16 [cols][ldp] (ldp >= rows, zero padded; even); grid (pairs of
+ * rows in blocks of 256, byte columns): a thread decodes one byte column of
+ * two adjacent rows and stores bf16 pairs, 128 bytes a warp (h16: a scale
+ * lookup per weight and 64-bit divisions took 98 us at 4096^2, single-row
+ * 2-byte stores 51 us, pairs 47 us) */
 __global__ void decode_t_kernel(tern_view v, int64_t ldp, __nv_bfloat16 *out)
 {
-	const int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+	const int64_t r = 2 * ((int64_t)blockIdx.x * blockDim.x + threadIdx.x);
 	if (r >= ldp) return;
 	for (int64_t bc = blockIdx.y; bc < v.row_bytes; bc += gridDim.y) {
-		__nv_bfloat16 w5[5];
-		decode_byte5(v, r, bc, w5);
+		__nv_bfloat16 a5[5], b5[5];
+		decode_byte5(v, r, bc, a5);
+		decode_byte5(v, r + 1, bc, b5);
 		const int64_t c0 = bc * 5;
 #pragma unroll
 		for (int j = 0; j < 5; j++)
-			if (c0 + j < v.cols) out[(c0 + j) * ldp + r] = w5[j];
+			if (c0 + j < v.cols)
+				*(__nv_bfloat162 *)(out + (c0 + j) * ldp + r) = __halves2bfloat162(a5[j], b5[j]);
 	}
 }
-/* W -> bf16 [rows][ldp] (ldp >= cols, zero padded), one thread per byte */
+/* W -> bf16 [rows][ldp] (ldp >= cols, zero padded), one thread per byte
+ * (h16: a thread's 5 scattered 2-byte stores are not what limits it: a warp
+ * staging 256 bytes' columns in shared memory for 16-byte stores took 32.8
+ * instead of 34.6 us at 4096^2) */
 __global__ void decode_p_kernel(tern_view v, int64_t ldp, __nv_bfloat16 *out)
 {
 	int64_t nb = v.rows * v.row_bytes;
@@ -2074,7 +2081,7 @@ void cuda_linear_backward_x(arb_backend *be, const arb_tern *w, const float *dy,
 	} else if (M >= 64) {
 		int64_t ldp = pad8(N);
 		__nv_bfloat16 *dyb, *wt = gs_ws(be, K * ldp, M * ldp, &dyb);
-		decode_t_kernel<<<dim3(cdiv(ldp, 256), (unsigned)(w->row_bytes < 65535 ? w->row_bytes : 65535)),
+		decode_t_kernel<<<dim3(cdiv(ldp, 512), (unsigned)(w->row_bytes < 65535 ? w->row_bytes : 65535)),
 				  256>>>(v, ldp, wt);
 		to_bf16_kernel<<<gs_grid(M * ldp / 8), 256>>>(dy, M, N, ldp, dyb);
 		if (!wg_launch<EP_STORE>(dyb, wt, M, K, ldp, ep))
