@@ -4,18 +4,9 @@
 # durations (ncu) of the moe small shape and of a skinny forward, and a short
 # conf/arb.ini run (ARBS-size codebooks) with its GPU memory sampled.
 # Every log goes to $OUT as it is written.  Needs .device-debs and .data.
-set -u
-OUT=${OUT:-/tmp/out}; B=build-gpu; mkdir -p "$OUT"
-. ./.device-debs/env.sh
-ARCH='-gencode=arch=compute_90a,code=sm_90a'
-LIBS='-ldl -lm -lpthread -fopenmp -lstdc++'
-t0=$(date +%s)
-st() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
+. ./bench/gpu_common.sh
 st build
-make BUILD=$B CUDA_ARCH="$ARCH" LDLIBS="$LIBS" -j16 all $B/tests/check_arbcore \
-	$(ls tests/plugins/*.c | sed "s|tests/plugins/\(.*\)\.c|$B/tests/plugins/\1.so|") \
-	$B/bench/bench_moe $B/bench/bench_stream $B/bench/bench_linear > "$OUT/build.log" 2>&1 ||
-	{ tail -40 "$OUT/build.log"; exit 1; }
+build_gpu $B/bench/bench_moe $B/bench/bench_stream $B/bench/bench_linear
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
 st check
 ARB_TEST_BUILD=$PWD/$B timeout ${CHECK_S:-200} $B/tests/check_arbcore > "$OUT/check.log" 2>&1

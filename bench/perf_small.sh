@@ -4,18 +4,9 @@
 # kernel family off: ARB_CUDA_LEGACY A/B lines), bench_linear, then ncu kernel
 # durations of the moe small shape aggregated per kernel name (top 30, so
 # that the output comes back as text). Needs .device-debs.
-set -u
-OUT=${OUT:-/tmp/out}; B=build-gpu; mkdir -p "$OUT"
-. ./.device-debs/env.sh
-ARCH='-gencode=arch=compute_90a,code=sm_90a'
-LIBS='-ldl -lm -lpthread -fopenmp -lstdc++'
-t0=$(date +%s)
-st() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
+. ./bench/gpu_common.sh
 st build
-make BUILD=$B CUDA_ARCH="$ARCH" LDLIBS="$LIBS" -j16 all $B/tests/check_arbcore \
-	$(ls tests/plugins/*.c | sed "s|tests/plugins/\(.*\)\.c|$B/tests/plugins/\1.so|") \
-	$B/bench/bench_moe $B/bench/bench_linear > "$OUT/build.log" 2>&1 ||
-	{ tail -40 "$OUT/build.log"; exit 1; }
+build_gpu $B/bench/bench_moe $B/bench/bench_linear
 if [ -z "${SKIP_CHECK:-}" ]; then
 st check
 ARB_TEST_BUILD=$PWD/$B timeout ${CHECK_S:-200} $B/tests/check_arbcore > "$OUT/check.log" 2>&1
