@@ -5,11 +5,14 @@
  *
  * A CTA computes a 128 x 256 tile with two warpgroups (64 rows each) and
  * warpgroup MMA (wgmma.mma_async m64n256k16, operands read from shared
- * memory through matrix descriptors, fp32 accumulators in registers). Every
- * thread copies its share of the next tiles with 16-byte cp.async into a
- * 4-stage ring; a stage holds 64 columns of k: 128 bytes a row, stored in
- * the 128-byte swizzled layout that the descriptors name (16-byte chunk c
- * of row r at chunk c ^ (r % 8); 1024-byte aligned 8-row atoms).
+ * memory through matrix descriptors, fp32 accumulators in registers), CTAs
+ * rastered over groups of WG_GJ column tiles. A 4-stage ring holds 64
+ * columns of k per stage: 128 bytes a row, in the 128-byte swizzled layout
+ * that the descriptors name (16-byte chunk c of row r at chunk c ^ (r % 8);
+ * 1024-byte aligned 8-row atoms). gemm_tma_kernel fills the stages with the
+ * Tensor Memory Accelerator (mbarrier pipeline); gemm_wg_kernel, kept for
+ * ARB_CUDA_LEGACY=tma and for a runtime without the tensor-map encoder,
+ * with 16-byte cp.async from every thread and a barrier per stage.
  *
  * Epilogues: EP_STORE (forward, backward_x) and EP_VOTE for sign votes
  * (the signs of each 128 x 128 half go through shared memory to the same
