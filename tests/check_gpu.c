@@ -216,8 +216,9 @@ START_TEST(test_linear_small)
 	run_linear(63, 513, 260, 4, ARB_ERULE_BIGINT, 1);
 	run_linear(33, 1000, 700, 64, ARB_ERULE_RESIDUAL, 0);
 	run_linear(2, 5000, 641, 16, ARB_ERULE_RESIDUAL, 1);
-	/* the GEMV (M <= 4): 3 tokens in the 4-token kernel, several 16-byte
-	 * chunks per lane and row, a row length not divisible by 16 bytes */
+	/* next to the one-token GEMV: 3 and 4 tokens (the skinny kernel), and
+	 * one token with several 16-byte chunks per lane and row and a row
+	 * length not divisible by 16 bytes */
 	run_linear(3, 300, 1000, 32, ARB_ERULE_RESIDUAL, 1);
 	run_linear(4, 130, 333, 64, ARB_ERULE_FROZEN, 0);
 	run_linear(1, 70, 11003, 32, ARB_ERULE_FROZEN, 1);
@@ -237,8 +238,8 @@ START_TEST(test_linear_large)
 	run_linear(512, 256, 400, 32, ARB_ERULE_RESIDUAL, 1);
 	run_linear(512, 256, 400, 12, ARB_ERULE_FROZEN, 1);
 	run_linear(300, 200, 640, 64, ARB_ERULE_FROZEN, 0);
-	/* K and N not multiples of 8: the bf16 workspaces' zero padding (the
-	 * decode writes it) and a partial last k-stage */
+	/* K and N not multiples of 8: the bf16 workspaces' zero padding and a
+	 * partial last k-stage */
 	run_linear(512, 250, 333, 32, ARB_ERULE_RESIDUAL, 1);
 	run_linear(384, 250, 333, 16, ARB_ERULE_FROZEN, 0);
 }
