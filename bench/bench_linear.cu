@@ -112,6 +112,9 @@ int main(void)
 	const int64_t shapes[3][2] = { { 4096, 4096 }, { 11008, 4096 }, { 4096, 11008 } };
 	const int64_t Ms[6] = { 1, 4, 8, 16, 256, 4096 };
 	const double l2x = 3.0 * prop.l2CacheSize;
+	/* ARB_BENCH_ONLY=small: the forward at M <= 16 only (tuning runs) */
+	const char *only = getenv("ARB_BENCH_ONLY");
+	const int small_only = only && !strcmp(only, "small");
 	for (int s = 0; s < 3; s++) {
 		int64_t N = shapes[s][0], K = shapes[s][1];
 		/* our weights: rotate copies to exceed L2 */
@@ -153,6 +156,7 @@ int main(void)
 		float one = 1.0f, zero = 0.0f;
 		for (int mi = 0; mi < 6; mi++) {
 			int64_t M = Ms[mi];
+			if (small_only && M > 16) continue;
 			double ours = time_us([&](int i) {
 				be->linear_forward(be, &ws[i % nours], x, y, M, 0);
 			});
@@ -173,11 +177,14 @@ int main(void)
 				legacy_pop();
 				line(name, M, N, K, us, cub, 0.0);
 			};
-			if (M <= 16) ab("fwdold", "skinny,gemv"); /* the v2 skinny kernel */
-			if (M <= 4) ab("fwdsk", "gemv");          /* the skinny mma kernel */
+			if (M <= 16) ab("fwdold", "fwd16,skinny,gemv"); /* the v2 skinny kernel */
+			if (M <= 16) ab("fwd3", "fwd16");   /* GEMV (M = 1) or the v3 skinny kernel */
+			if (M <= 4) ab("fwdsk", "fwd16,gemv");          /* the v3 skinny kernel */
 			if (M == 4096) ab("fwdcp", "tma");        /* wgmma, cp.async stages */
+			if (M == 4096) ab("fwdpr", "prep");       /* decode and x conversion apart */
 		}
 		for (int64_t M : { (int64_t)16, (int64_t)4096 }) {
+			if (small_only) break;
 			double ours = time_us([&](int i) {
 				be->linear_backward_x(be, &ws[i % nours], dy, dx, M, 0);
 			});
@@ -216,6 +223,7 @@ int main(void)
 	}
 	cublasDestroy(h);
 
+	if (small_only) return 0;
 	/* the step of a small model's tensors: 12 of 2048 x 512 (the moe small
 	 * shape's order of size), tern_step one by one (a device wait each) vs
 	 * one tern_step_many (one wait); us per step of all 12 */

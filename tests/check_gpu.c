@@ -233,6 +233,35 @@ START_TEST(test_linear_small)
 }
 END_TEST
 
+/* the v4 skinny forward (M <= 16) in every warp arrangement it has (forced
+ * by ARB_SK4, also where the dispatch would take another kernel), with
+ * and without split-K: rows 4-byte aligned (K = 1000, 4095, 4100: row bytes
+ * 200, 819, 820) or not, group sizes 16..128, 1, 8 and 9..16 tokens, row
+ * counts that leave the last CTA partial */
+START_TEST(test_linear_skinny4)
+{
+	static const char *cfg[] = { "1,1,1", "1,1,2", "1,2,3", "2,1,2", "2,2,1", "2,2,4" };
+	for (unsigned c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+		setenv("ARB_SK4", cfg[c], 1);
+		run_linear(1, 100, 4100, 32, ARB_ERULE_FROZEN, 1);
+		run_linear(8, 333, 1000, 128, ARB_ERULE_RESIDUAL, 1);
+		run_linear(12, 70, 4095, 16, ARB_ERULE_FROZEN, 1);
+		run_linear(16, 130, 2003, 64, ARB_ERULE_FROZEN, 0);
+	}
+	unsetenv("ARB_SK4");
+	/* the default choices: 16-row CTAs in one wave, 32-row CTAs beyond */
+	run_linear(2, 2000, 4096, 32, ARB_ERULE_FROZEN, 1);
+	run_linear(4, 6000, 4096, 32, ARB_ERULE_RESIDUAL, 1);
+	/* the kernels it replaced, still the fallback (ARB_CUDA_LEGACY=fwd16):
+	 * the GEMV (one token) and the v3 skinny kernel */
+	setenv("ARB_CUDA_LEGACY", "fwd16", 1);
+	run_linear(1, 70, 11003, 32, ARB_ERULE_FROZEN, 1);
+	run_linear(3, 300, 1000, 32, ARB_ERULE_RESIDUAL, 1);
+	run_linear(16, 200, 333, 64, ARB_ERULE_FROZEN, 0);
+	unsetenv("ARB_CUDA_LEGACY");
+}
+END_TEST
+
 START_TEST(test_linear_large)
 {
 	run_linear(512, 256, 400, 32, ARB_ERULE_RESIDUAL, 1);
@@ -703,6 +732,7 @@ Suite *suite_gpu(void)
 		{ "memory", test_memory },
 		{ "init", test_init },
 		{ "linear_small", test_linear_small },
+		{ "linear_skinny4", test_linear_skinny4 },
 		{ "linear_large", test_linear_large },
 		{ "vote_small", test_vote_small },
 		{ "vote_large", test_vote_large },

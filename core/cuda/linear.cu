@@ -17,6 +17,14 @@
  *                   16-wide k step (needs group_size % 16 == 0); the last CTA
  *                   of a row tile sums the split partials in a fixed order.
  *
+ * The forward by batch size (cuda_linear_forward): 1..8 tokens the v4
+ * skinny kernel where it is the fastest (skinny4_forward says where), one
+ * token otherwise the GEMV, up to 256 tokens the v3 skinny kernel while
+ * the tile GEMM would have few CTAs, else operands decoded / converted to
+ * bf16 in one launch (prep_fwd_kernel) and the warpgroup-MMA GEMM
+ * (wgmma.cuh) or, off Hopper, the mma.sync one. ARB_CUDA_LEGACY names
+ * the families to skip (fwd16, gemv, skinny, prep, wgmma, tma, gemm, ...).
+ *
  * Precision: activations and scales are rounded to bf16 (exact for the
  * dyadic test inputs and for power-of-two scales), products summed in fp32.
  */
@@ -481,13 +489,13 @@ static inline int64_t pad8(int64_t r) { return (r + 7) & ~(int64_t)7; }
  * 8): a thread converts 8 consecutive columns and stores them as one 16-byte
  * word (h16: the per-element 64-bit index division made the 4096 x 4096
  * conversion 58 us) */
-__global__ void to_bf16_kernel(const float *src, int64_t rows, int64_t cols, int64_t ldp,
-			       __nv_bfloat16 *dst)
+__device__ __forceinline__ void to_bf16_part(const float *src, int64_t rows, int64_t cols,
+					     int64_t ldp, __nv_bfloat16 *dst, int64_t bid,
+					     int64_t nblk)
 {
 	const int64_t w8 = ldp >> 3, n = rows * w8;
 	const int vec = (cols & 3) == 0 && ((uintptr_t)src & 15) == 0;
-	for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n;
-	     e += (int64_t)gridDim.x * blockDim.x) {
+	for (int64_t e = bid * blockDim.x + threadIdx.x; e < n; e += nblk * blockDim.x) {
 		const int64_t r = (e < 0xffffffffll && w8 < 0xffffffffll) ?
 			(int64_t)((uint32_t)e / (uint32_t)w8) : e / w8;
 		const int64_t c = 8 * (e - r * w8);
@@ -510,6 +518,11 @@ __global__ void to_bf16_kernel(const float *src, int64_t rows, int64_t cols, int
 		}
 		*(uint4 *)(dst + r * ldp + c) = o;
 	}
+}
+__global__ void to_bf16_kernel(const float *src, int64_t rows, int64_t cols, int64_t ldp,
+			       __nv_bfloat16 *dst)
+{
+	to_bf16_part(src, rows, cols, ldp, dst, blockIdx.x, gridDim.x);
 }
 /* fp32 [rows][cols] -> bf16 transposed [cols][ldp], ldp >= rows (zero
  * padded, a multiple of 8); block (32, 8), a 64 x 64 tile: two consecutive
@@ -547,27 +560,46 @@ __global__ void to_bf16_t_kernel(const float *src, int64_t rows, int64_t cols, i
 
 /* the five weights of packed byte column bc of row r as bf16: scales looked
  * up once per group (a byte's five columns touch at most two), trits by
- * exact division by 3; columns >= cols are zero */
-__device__ __forceinline__ void decode_byte5(const tern_view &v, int64_t r, int64_t bc,
-					     __nv_bfloat16 *w5)
+ * exact division by 3; columns >= cols are zero. byte5_load reads (the
+ * loads of several bytes can be issued before any is decoded), byte5_emit
+ * decodes. */
+struct Byte5 {
+	unsigned int q;
+	float s0, s1;
+	int split;     /* j >= split: the second group */
+};
+__device__ __forceinline__ Byte5 byte5_load(const tern_view &v, int64_t r, int64_t bc)
 {
-	unsigned int q = r < v.rows ? v.packed[r * v.row_bytes + bc] : 121u;
+	Byte5 b;
+	b.q = r < v.rows ? __ldg(v.packed + r * v.row_bytes + bc) : 121u;
 	const int64_t c0 = bc * 5;
 	const int g0 = (int)((uint32_t)c0 / (uint32_t)v.gs);
-	const int split = (int)((int64_t)(g0 + 1) * v.gs - c0); /* j >= split: group g0 + 1 */
-	float s0 = 0.0f, s1 = 0.0f;
+	b.split = (int)((int64_t)(g0 + 1) * v.gs - c0);
+	b.s0 = 0.0f;
+	b.s1 = 0.0f;
 	if (r < v.rows) {
-		if (g0 < v.groups) s0 = view_scale(v, r, g0);
-		if (split < 5 && g0 + 1 < v.groups) s1 = view_scale(v, r, g0 + 1);
+		if (g0 < v.groups) b.s0 = view_scale(v, r, g0);
+		if (b.split < 5 && g0 + 1 < v.groups) b.s1 = view_scale(v, r, g0 + 1);
 	}
+	return b;
+}
+__device__ __forceinline__ void byte5_emit(const Byte5 &b, int64_t c0, int64_t cols,
+					   __nv_bfloat16 *w5)
+{
+	unsigned int q = b.q;
 #pragma unroll
 	for (int j = 0; j < 5; j++) {
 		const unsigned int q1 = (q * 43691u) >> 17;
 		const int t = (int)(q - 3u * q1) - 1;
 		q = q1;
-		const float w = (t && c0 + j < v.cols) ? (float)t * (j < split ? s0 : s1) : 0.0f;
+		const float w = (t && c0 + j < cols) ? (float)t * (j < b.split ? b.s0 : b.s1) : 0.0f;
 		w5[j] = __float2bfloat16(w);
 	}
+}
+__device__ __forceinline__ void decode_byte5(const tern_view &v, int64_t r, int64_t bc,
+					     __nv_bfloat16 *w5)
+{
+	byte5_emit(byte5_load(v, r, bc), bc * 5, v.cols, w5);
 }
 /* W^T -> bf16 [cols][ldp] (ldp >= rows, zero padded; even); grid (pairs of
  * rows in blocks of 256, byte columns): a thread decodes one byte column of
@@ -589,24 +621,54 @@ __global__ void decode_t_kernel(tern_view v, int64_t ldp, __nv_bfloat16 *out)
 				*(__nv_bfloat162 *)(out + (c0 + j) * ldp + r) = __halves2bfloat162(a5[j], b5[j]);
 	}
 }
-/* W -> bf16 [rows][ldp] (ldp >= cols, zero padded), one thread per byte
- * (h16: a thread's 5 scattered 2-byte stores are not what limits it: a warp
- * staging 256 bytes' columns in shared memory for 16-byte stores took 32.8
- * instead of 34.6 us at 4096^2) */
+/* W -> bf16 [rows][ldp] (ldp >= cols, zero padded), one thread per byte,
+ * a thread's next four bytes loaded before any is decoded (h17: one at a
+ * time the decode was latency-bound, 13 % of DRAM bandwidth); blocks
+ * [blk0, blk0 + nblk) of the grid take part (h16: a thread's 5 scattered
+ * 2-byte stores are not what limits it: a warp staging 256 bytes' columns
+ * in shared memory for 16-byte stores took 32.8 instead of 34.6 us at
+ * 4096^2) */
+__device__ __forceinline__ void decode_p_part(const tern_view &v, int64_t ldp,
+					      __nv_bfloat16 *out, int64_t bid, int64_t nblk)
+{
+	const int64_t nb = v.rows * v.row_bytes, st = nblk * blockDim.x;
+	for (int64_t b0 = bid * blockDim.x + threadIdx.x; b0 < nb; b0 += 4 * st) {
+		Byte5 by[4];
+		int64_t r[4];
+#pragma unroll
+		for (int u = 0; u < 4; u++) {
+			const int64_t b = b0 + u * st;
+			r[u] = (b < 0xffffffffll) ? (int64_t)((uint32_t)b / (uint32_t)v.row_bytes)
+						  : b / v.row_bytes;
+			if (b < nb) by[u] = byte5_load(v, r[u], b - r[u] * v.row_bytes);
+		}
+#pragma unroll
+		for (int u = 0; u < 4; u++) {
+			const int64_t b = b0 + u * st;
+			if (b >= nb) break;
+			const int64_t c0 = (b - r[u] * v.row_bytes) * 5;
+			__nv_bfloat16 w5[5];
+			byte5_emit(by[u], c0, v.cols, w5);
+#pragma unroll
+			for (int j = 0; j < 5; j++)
+				if (c0 + j < ldp) out[r[u] * ldp + c0 + j] = w5[j];
+		}
+	}
+}
+/* the forward's operands in one launch: blocks below nbd decode W, the rest
+ * convert x (the decode is latency-bound, the conversion bandwidth-bound:
+ * side by side they overlap) */
 __global__ void decode_p_kernel(tern_view v, int64_t ldp, __nv_bfloat16 *out)
 {
-	int64_t nb = v.rows * v.row_bytes;
-	for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nb;
-	     b += (int64_t)gridDim.x * blockDim.x) {
-		int64_t r = (b < 0xffffffffll) ? (int64_t)((uint32_t)b / (uint32_t)v.row_bytes)
-					       : b / v.row_bytes;
-		const int64_t bc = b - r * v.row_bytes, c0 = bc * 5;
-		__nv_bfloat16 w5[5];
-		decode_byte5(v, r, bc, w5);
-#pragma unroll
-		for (int j = 0; j < 5; j++)
-			if (c0 + j < ldp) out[r * ldp + c0 + j] = w5[j];
-	}
+	decode_p_part(v, ldp, out, blockIdx.x, gridDim.x);
+}
+__global__ void prep_fwd_kernel(tern_view v, int64_t ldp, __nv_bfloat16 *wb, const float *x,
+				int64_t M, int64_t K, __nv_bfloat16 *xb, unsigned int nbd)
+{
+	if (blockIdx.x < nbd)
+		decode_p_part(v, ldp, wb, blockIdx.x, nbd);
+	else
+		to_bf16_part(x, M, K, ldp, xb, blockIdx.x - nbd, gridDim.x - nbd);
 }
 
 /* grid: (cdiv(J,BN), cdiv(I,BM)); block 256; dynamic smem GS_SMEM */
@@ -944,6 +1006,55 @@ __device__ __forceinline__ void s3_sel(const uint32_t *r, const unsigned long lo
 	}
 }
 
+/* split-K: each CTA has stored its partial sums of rows nt0 .. nt0 + nv - 1
+ * (part[s * stride + m * N + n], s = blockIdx.y); the last CTA to arrive on
+ * *slot adds all splits' partials in split order into y (y += when acc) and
+ * resets the counter. Every thread of the (256-thread) CTA calls it. The
+ * loads of a batch of 8 outputs per thread are all in flight before any
+ * result is stored (a store per element would serialize them: y and part
+ * may alias as far as the compiler knows). */
+__device__ void split_finish(const float *part, float *y, unsigned int *slot, int64_t N,
+			     int64_t stride, int64_t nt0, int nv, int M, int acc)
+{
+	__shared__ int is_last;
+	const int tid = threadIdx.x;
+	__threadfence();
+	__syncthreads();
+	if (tid == 0) is_last = atomicAdd(slot, 1u) == gridDim.y - 1;
+	__syncthreads();
+	if (!is_last) return;
+	__threadfence();
+	const unsigned int S = gridDim.y;
+	for (int e0 = tid; e0 < nv * M; e0 += 256 * 8) {
+		int64_t off[8];
+		float sum[8];
+#pragma unroll
+		for (int u = 0; u < 8; u++) {
+			int e = e0 + 256 * u, m = e / nv;
+			off[u] = e < nv * M ? (int64_t)m * N + nt0 + (e - m * nv) : -1;
+			sum[u] = 0.0f;
+		}
+#pragma unroll 2
+		for (unsigned int sp = 0; sp < S; sp++) {
+			float a[8];
+#pragma unroll
+			for (int u = 0; u < 8; u++)
+				a[u] = off[u] >= 0 ? __ldcg(part + (int64_t)sp * stride + off[u]) : 0.0f;
+#pragma unroll
+			for (int u = 0; u < 8; u++) sum[u] += a[u];
+		}
+		float old[8];
+		if (acc) {
+#pragma unroll
+			for (int u = 0; u < 8; u++) old[u] = off[u] >= 0 ? y[off[u]] : 0.0f;
+		}
+#pragma unroll
+		for (int u = 0; u < 8; u++)
+			if (off[u] >= 0) y[off[u]] = acc ? old[u] + sum[u] : sum[u];
+	}
+	if (tid == 0) *slot = 0;
+}
+
 template <int NT, int TPW>
 __global__ void __launch_bounds__(256, S3_MINB) skinny_fwd_kernel3(tern_view v, const float *x,
 	float *y, int Mt, int acc, int kpc, int lg, float *part, unsigned int *cnt)
@@ -960,7 +1071,6 @@ __global__ void __launch_bounds__(256, S3_MINB) skinny_fwd_kernel3(tern_view v, 
 	unsigned long long *tab = (unsigned long long *)sm;              /* [243] (256) */
 	__nv_bfloat16 *xs = (__nv_bfloat16 *)(tab + 256);                /* [kpc*20][16][16] */
 	uint32_t *aw = (uint32_t *)(xs + (size_t)kpc * 20 * 256);         /* [256][ngc] */
-	__shared__ int is_last;
 	const int64_t N = v.rows, K = v.cols, rb = v.row_bytes;
 	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
 	const int g = lane >> 2, q = lane & 3;
@@ -1130,51 +1240,8 @@ __global__ void __launch_bounds__(256, S3_MINB) skinny_fwd_kernel3(tern_view v, 
 				if (n < N && m < M)
 					part[((int64_t)blockIdx.y * Mt + m) * N + n] = accf[t][u][c];
 			}
-	__threadfence();
-	__syncthreads();
-	if (tid == 0) {
-		unsigned int prev = atomicAdd(&cnt[blockIdx.x], 1u);
-		is_last = prev == gridDim.y - 1;
-	}
-	__syncthreads();
-	if (!is_last) return;
-	__threadfence();
-	/* the tile's valid (row, token) outputs spread over all threads, 8 per
-	 * thread at a time: the loads of a batch are all in flight before any
-	 * result is stored (a store per element would serialize them: y and part
-	 * may alias as far as the compiler knows); each output adds its split
-	 * partials in split order */
-	const int nv = (int)(N - nt0 < (128 * TPW) ? N - nt0 : (128 * TPW));
-	const unsigned int S = gridDim.y;
-	const int64_t stride = (int64_t)Mt * N;
-	for (int e0 = tid; e0 < nv * M; e0 += 256 * 8) {
-		int64_t off[8];
-		float sum[8];
-#pragma unroll
-		for (int u = 0; u < 8; u++) {
-			int e = e0 + 256 * u, m = e / nv;
-			off[u] = e < nv * M ? (int64_t)m * N + nt0 + (e - m * nv) : -1;
-			sum[u] = 0.0f;
-		}
-#pragma unroll 2
-		for (unsigned int sp = 0; sp < S; sp++) {
-			float a[8];
-#pragma unroll
-			for (int u = 0; u < 8; u++)
-				a[u] = off[u] >= 0 ? __ldcg(part + (int64_t)sp * stride + off[u]) : 0.0f;
-#pragma unroll
-			for (int u = 0; u < 8; u++) sum[u] += a[u];
-		}
-		float old[8];
-		if (acc) {
-#pragma unroll
-			for (int u = 0; u < 8; u++) old[u] = off[u] >= 0 ? y[off[u]] : 0.0f;
-		}
-#pragma unroll
-		for (int u = 0; u < 8; u++)
-			if (off[u] >= 0) y[off[u]] = acc ? old[u] + sum[u] : sum[u];
-	}
-	if (tid == 0) cnt[blockIdx.x] = 0;
+	split_finish(part, y, &cnt[blockIdx.x], N, (int64_t)Mt * N, nt0,
+		     (int)(N - nt0 < (128 * TPW) ? N - nt0 : (128 * TPW)), M, acc);
 }
 
 static size_t s3_smem(int kpc, int gs)
@@ -1242,6 +1309,368 @@ static int skinny3_forward(arb_backend *be, const tern_view &v, const float *x, 
 	return 1;
 }
 
+
+/* ---------------------------------------------------------------------------
+ * skinny forward v4, M <= 16 tokens (h17). The weights are the mma's A
+ * operand (16 rows), x its B operand (8 tokens; two mmas for 9..16 tokens).
+ * Lane (g, q) of a warp owns, in every 80-wide k segment (16 packed bytes of
+ * a row), the 4-byte word q of rows g and g + 8: its 20 weights fill the
+ * k slots {2q, 2q+1, 2q+8, 2q+9} of the segment's five k16 steps in k order,
+ * so the x values they meet, x[tok][80 s + 20 q + 0..19], are 20 consecutive
+ * floats that the lane loads itself (no staging, no permuted copy of x).
+ * Decode: a byte's digits give PRMT selector halves from a 256-entry table
+ * in shared memory (two words: digits 0-3 and 1-4, so that every pair of
+ * consecutive weights is one 16-bit selector or one PRMT of two entries);
+ * PRMT then picks bf16 +-2^E or zero (a sign-replicated byte of +2^E) from
+ * the word pair (h_lo, h_hi) of the word's first and last group. With a
+ * power-of-two group size >= 16 the only possible group boundary inside a
+ * word is the multiple of 16 at weight 16 - 4q, so pairs from 8 - 2q on take
+ * h_hi (selector | 0x4444). Warps: WR row blocks x 8 / WR k slices, TPW
+ * 16-row tiles a warp; each warp loads the words and exponents of its next
+ * S4_CH segments before it decodes the current ones. The k slices meet in
+ * shared memory in a fixed order; split-K CTAs (grid.y) leave partials that
+ * the last CTA of a row block adds in split order (split_finish).
+ */
+#define S4_CH 2 /* segments a warp loads ahead (per row tile) */
+
+/* selector halves of one weight: digit 0 (-1): bytes 2,3 (-2^E); 1 (0):
+ * byte 1 sign-replicated (0x00); 2 (+1): bytes 0,1 (+2^E). Entries >= 243
+ * (not a packed byte) read as zeros. */
+__device__ __forceinline__ void s4_table(uint2 *tab)
+{
+	for (int e = threadIdx.x; e < 256; e += blockDim.x) {
+		uint32_t h[5], p = (uint32_t)e;
+		for (int j = 0; j < 5; j++) {
+			const uint32_t c = e < 243 ? p % 3u : 1u;
+			p /= 3u;
+			h[j] = c == 0 ? 0x32u : (c == 1 ? 0x99u : 0x10u);
+		}
+		tab[e] = make_uint2(h[0] | h[1] << 8 | h[2] << 16 | h[3] << 24,
+				    h[1] | h[2] << 8 | h[3] << 16 | h[4] << 24);
+	}
+}
+/* bf16 2^e | (bf16 -2^e) << 16; zero below 2^-126 (as the other kernels):
+ * hw[e + 128] for every int8 e */
+__device__ __forceinline__ void s4_hwords(uint32_t *hw)
+{
+	for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+		const int e = i - 128;
+		const uint32_t hb = e < -126 ? 0u : (uint32_t)(e + 127) << 7;
+		hw[i] = hb | ((hb | 0x8000u) << 16);
+	}
+}
+/* the 4 packed bytes at p (a row's bytes from p on; AL: p 4-byte aligned);
+ * bytes past the buffer read as zero trits */
+template <int AL>
+__device__ __forceinline__ uint32_t s4_word(const uint8_t *p, const uint8_t *end)
+{
+	if (AL) return __ldg((const uint32_t *)p);
+	const uintptr_t a = (uintptr_t)p;
+	const uint32_t *w = (const uint32_t *)(a & ~(uintptr_t)3);
+	const uint32_t lo = __ldg(w);
+	const int sh = 8 * (int)(a & 3);
+	if (!sh) return lo;
+	const uint32_t hi = (const uint8_t *)(w + 1) < end ? __ldg(w + 1) : 0x79797979u;
+	return __funnelshift_r(lo, hi, sh);
+}
+/* a word's 20 weights as 10 bf16 pairs in k order */
+__device__ __forceinline__ void s4_decode(uint32_t w, int elo, int ehi, const uint2 *tab,
+					  const uint32_t *hw, const uint32_t *m, uint32_t *a)
+{
+	const uint32_t h0 = hw[elo + 128], h1 = hw[ehi + 128];
+	const uint2 T0 = tab[w & 0xffu], T1 = tab[(w >> 8) & 0xffu];
+	const uint2 T2 = tab[(w >> 16) & 0xffu], T3 = tab[w >> 24];
+	uint32_t s[10];
+	s[0] = T0.x; s[1] = T0.x >> 16; s[2] = prmt(T0.y, T1.x, 0x43u);
+	s[3] = T1.y; s[4] = T1.y >> 16;
+	s[5] = T2.x; s[6] = T2.x >> 16; s[7] = prmt(T2.y, T3.x, 0x43u);
+	s[8] = T3.y; s[9] = T3.y >> 16;
+	a[0] = prmt(h0, h1, s[0]);
+	a[1] = prmt(h0, h1, s[1]);
+#pragma unroll
+	for (int p = 2; p < 10; p++) a[p] = prmt(h0, h1, s[p] | m[p]);
+}
+
+template <int TPW>
+struct S4Buf {
+	uint32_t w[S4_CH][TPW][2];
+	int e[S4_CH][TPW][2][2];
+};
+/* a lane's rows n0 + 16 t + g + 8 h: packed bytes from its word q on, group
+ * exponents; rows >= N read row N - 1 and are dropped (ok) */
+template <int TPW>
+struct S4Rows {
+	const uint8_t *p[TPW][2];
+	const int8_t *e[TPW][2];
+	int ok[TPW][2];
+};
+/* the words and group exponents of segments seg0 + c, c < S4_CH; segments
+ * >= seg1, bytes past the row (off >= rb) and rows >= N read as zero trits.
+ * Bytes past a row's end inside a word belong to k >= K, where x is zero. */
+template <int TPW, int AL>
+__device__ __forceinline__ void s4_fetch(const S4Rows<TPW> &r, int seg0, int seg1, int rb,
+					 int q, int lg, int g1, const uint8_t *end, S4Buf<TPW> &b)
+{
+#pragma unroll
+	for (int c = 0; c < S4_CH; c++) {
+		const int seg = seg0 + c, off = 16 * seg + 4 * q, k0 = 5 * off;
+		const int okc = seg < seg1 && off < rb;
+		const int glo = min(k0 >> lg, g1), ghi = min((k0 + 19) >> lg, g1);
+#pragma unroll
+		for (int t = 0; t < TPW; t++)
+#pragma unroll
+			for (int h = 0; h < 2; h++) {
+				uint32_t w = 0x79797979u;
+				int e0 = 0, e1 = 0;
+				if (okc) {
+					w = s4_word<AL>(r.p[t][h] + 16 * seg, end);
+					e0 = __ldg(r.e[t][h] + glo);
+					e1 = __ldg(r.e[t][h] + ghi);
+				}
+				b.w[c][t][h] = r.ok[t][h] ? w : 0x79797979u;
+				b.e[c][t][h][0] = e0;
+				b.e[c][t][h][1] = e1;
+			}
+	}
+}
+
+template <int NT, int TPW, int WR, int AL>
+__global__ void __launch_bounds__(256, 2) skinny_fwd_kernel4(tern_view v, const float *x,
+	float *y, int M, int acc, int lg, int spw, float *part, unsigned int *cnt)
+{
+	constexpr int WK = 8 / WR, RW = 16 * TPW, RB = RW * WR;
+	__shared__ uint2 tab[256];
+	__shared__ uint32_t hw[256];
+	__shared__ float red[8][RW][16 + 1];
+	extern __shared__ __align__(16) unsigned char s4x[];
+	const int64_t N = v.rows, K = v.cols, rb = v.row_bytes;
+	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+	const int g = lane >> 2, q = lane & 3;
+	const int wr = warp % WR, wk = warp / WR;
+	const int64_t nseg = (rb + 15) / 16;
+	const int64_t cseg0 = (int64_t)blockIdx.y * WK * spw; /* the CTA's segments */
+	const int kr = (int)(80 * (min(cseg0 + (int64_t)WK * spw, nseg) - cseg0));
+	const int ldx = kr + 8;
+	const int64_t seg0 = cseg0 + (int64_t)wk * spw;
+	const int64_t seg1 = min(seg0 + spw, nseg);
+	const int64_t nt0 = (int64_t)blockIdx.x * RB, n0 = nt0 + wr * RW;
+	const uint8_t *end = v.packed + N * rb;
+	S4Rows<TPW> rw_;
+#pragma unroll
+	for (int t = 0; t < TPW; t++)
+#pragma unroll
+		for (int h = 0; h < 2; h++) {
+			const int64_t n = n0 + 16 * t + g + 8 * h, nc = n < N ? n : N - 1;
+			rw_.p[t][h] = v.packed + nc * rb + 4 * q;
+			rw_.e[t][h] = v.E + nc * v.groups;
+			rw_.ok[t][h] = n < N;
+		}
+	const int g1 = v.groups - 1, rbi = (int)rb;
+	S4Buf<TPW> cur, nxt;
+	s4_fetch<TPW, AL>(rw_, (int)seg0, (int)seg1, rbi, q, lg, g1, end, cur);
+	s4_table(tab);
+	s4_hwords(hw);
+	/* x[tok][80 cseg0 + k] as bf16 in xs[tok][k] (zero past K): all loads
+	 * of a thread's four items out before their stores */
+	__nv_bfloat16 *xs = (__nv_bfloat16 *)s4x;
+	{
+		const int kc0 = 80 * (int)cseg0, Ki = (int)K; /* K < 2^30 (host) */
+		const int vec = (K & 3) == 0 && ((uintptr_t)x & 15) == 0, k4n = kr >> 2;
+		for (int tok = 0; tok < M; tok++) {
+			const float *xr = x + (int64_t)tok * K + kc0;
+			for (int j0 = tid; j0 < k4n; j0 += 4 * 256) {
+				float4 f[4];
+#pragma unroll
+				for (int u = 0; u < 4; u++) {
+					const int j = j0 + 256 * u, k = kc0 + 4 * j;
+					f[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+					if (j >= k4n || k >= Ki) continue;
+					if (vec) {
+						f[u] = __ldg((const float4 *)(xr + 4 * j));
+					} else {
+						f[u].x = __ldg(xr + 4 * j);
+						if (k + 1 < Ki) f[u].y = __ldg(xr + 4 * j + 1);
+						if (k + 2 < Ki) f[u].z = __ldg(xr + 4 * j + 2);
+						if (k + 3 < Ki) f[u].w = __ldg(xr + 4 * j + 3);
+					}
+				}
+#pragma unroll
+				for (int u = 0; u < 4; u++) {
+					const int j = j0 + 256 * u;
+					if (j >= k4n) break;
+					__nv_bfloat162 lo = __floats2bfloat162_rn(f[u].x, f[u].y);
+					__nv_bfloat162 hi = __floats2bfloat162_rn(f[u].z, f[u].w);
+					uint2 pk;
+					pk.x = *(uint32_t *)&lo;
+					pk.y = *(uint32_t *)&hi;
+					*(uint2 *)(xs + (size_t)tok * ldx + 4 * j) = pk;
+				}
+			}
+		}
+	}
+	uint32_t m[10];
+#pragma unroll
+	for (int p = 0; p < 10; p++) m[p] = p >= 8 - 2 * q ? 0x4444u : 0u;
+	const __nv_bfloat16 *xq[NT];
+#pragma unroll
+	for (int u = 0; u < NT; u++) xq[u] = xs + (8 * u + g) * ldx + 20 * q;
+	float accf[TPW][NT][4];
+#pragma unroll
+	for (int t = 0; t < TPW; t++)
+#pragma unroll
+		for (int u = 0; u < NT; u++)
+#pragma unroll
+			for (int c = 0; c < 4; c++) accf[t][u][c] = 0.0f;
+	__syncthreads();
+	for (int s0 = (int)seg0; s0 < (int)seg1; s0 += S4_CH) {
+		if (s0 + S4_CH < seg1)
+			s4_fetch<TPW, AL>(rw_, s0 + S4_CH, (int)seg1, rbi, q, lg, g1, end, nxt);
+#pragma unroll
+		for (int c = 0; c < S4_CH; c++) {
+			if (s0 + c >= seg1) break;
+			const int kl = 80 * (s0 + c - (int)cseg0);
+			/* B: x[8u + g][kl + 20 q .. + 19] as bf16 pairs */
+			uint32_t bx[NT][10];
+#pragma unroll
+			for (int u = 0; u < NT; u++) {
+				const int tok = 8 * u + g;
+				const uint2 *xp = (const uint2 *)(xq[u] + kl);
+#pragma unroll
+				for (int i = 0; i < 5; i++) {
+					const uint2 w2 = tok < M ? xp[i] : make_uint2(0u, 0u);
+					bx[u][2 * i] = w2.x;
+					bx[u][2 * i + 1] = w2.y;
+				}
+			}
+#pragma unroll
+			for (int t = 0; t < TPW; t++) {
+				uint32_t a0[10], a1[10];
+				s4_decode(cur.w[c][t][0], cur.e[c][t][0][0], cur.e[c][t][0][1], tab, hw, m, a0);
+				s4_decode(cur.w[c][t][1], cur.e[c][t][1][0], cur.e[c][t][1][1], tab, hw, m, a1);
+#pragma unroll
+				for (int i = 0; i < 5; i++) {
+					const uint32_t a[4] = { a0[2 * i], a1[2 * i], a0[2 * i + 1], a1[2 * i + 1] };
+#pragma unroll
+					for (int u = 0; u < NT; u++)
+						mma16816(accf[t][u], a, bx[u][2 * i], bx[u][2 * i + 1]);
+				}
+			}
+		}
+		cur = nxt;
+	}
+	/* accf[t][u][c]: row n0 + 16 t + g + 8 (c >> 1), token 8 u + 2 q + (c & 1) */
+#pragma unroll
+	for (int t = 0; t < TPW; t++)
+#pragma unroll
+		for (int u = 0; u < NT; u++)
+#pragma unroll
+			for (int c = 0; c < 4; c++)
+				red[warp][16 * t + g + 8 * (c >> 1)][8 * u + 2 * q + (c & 1)] = accf[t][u][c];
+	__syncthreads();
+	const int nv = (int)min((int64_t)RB, N - nt0);
+	float *dst = gridDim.y == 1 ? y : part + (int64_t)blockIdx.y * M * N;
+	for (int e = tid; e < RB * 16; e += 256) {
+		const int r = e >> 4, tok = e & 15, rw = r / RW, rl = r % RW;
+		if (r >= nv || tok >= M) continue;
+		float sum = 0.0f;
+#pragma unroll
+		for (int k = 0; k < WK; k++) sum += red[k * WR + rw][rl][tok];
+		float *o = dst + (int64_t)tok * N + nt0 + r;
+		*o = gridDim.y == 1 && acc ? *o + sum : sum;
+	}
+	if (gridDim.y > 1)
+		split_finish(part, y, &cnt[blockIdx.x], N, (int64_t)M * N, nt0, nv, M, acc);
+}
+
+#define S4_XMAX (80 * 1024) /* the x slice's shared memory at most (two CTAs an SM) */
+template <int NT, int TPW, int WR, int AL>
+static void skinny4_go(dim3 grid, size_t smem, const tern_view &v, const float *x, float *y,
+		       int M, int acc, int lg, int spw, float *part, unsigned int *cnt)
+{
+	static int ready = 0;
+	if (!ready) {
+		CK(cudaFuncSetAttribute(skinny_fwd_kernel4<NT, TPW, WR, AL>,
+			cudaFuncAttributeMaxDynamicSharedMemorySize, S4_XMAX));
+		ready = 1;
+	}
+	skinny_fwd_kernel4<NT, TPW, WR, AL><<<grid, 256, smem>>>(v, x, y, M, acc, lg, spw, part, cnt);
+}
+template <int NT, int TPW, int WR>
+static void skinny4_launch(dim3 grid, size_t smem, const tern_view &v, int al, const float *x,
+			   float *y, int M, int acc, int lg, int spw, float *part, unsigned int *cnt)
+{
+	if (al) skinny4_go<NT, TPW, WR, 1>(grid, smem, v, x, y, M, acc, lg, spw, part, cnt);
+	else skinny4_go<NT, TPW, WR, 0>(grid, smem, v, x, y, M, acc, lg, spw, part, cnt);
+}
+/* 0: the tensor or the batch does not suit the kernel; ARB_CUDA_LEGACY=
+ * fwd16 skips it. */
+static int skinny4_forward(arb_backend *be, const tern_view &v, const float *x, float *y,
+			   int64_t M, int accumulate)
+{
+	const int gs = v.gs;
+	int lg = 0;
+	while ((1 << lg) < gs) lg++;
+	if (M > 16 || v.corr || (gs & (gs - 1)) || gs < 16 || v.cols >= (1 << 30) ||
+	    cuda_legacy("fwd16"))
+		return 0;
+	const int64_t N = v.rows, nseg = (v.row_bytes + 15) / 16;
+	const int sms = cuda_get_priv(be)->sms;
+	/* where it runs and its shape (h17, bench_linear at 4096^2, 11008 x 4096
+	 * and 4096 x 11008 with ARB_SK4 over the shapes): up to 8 tokens with
+	 * 16-row CTAs when they fill the GPU once (two per SM) with each row in
+	 * one CTA (4096^2: 12.5 / 14.7 / 17.4 us at 1 / 4 / 8 tokens vs the GEMV's
+	 * 14.0 and the v3 kernel's 20.0 / 20.5); else up to 4 tokens with 32-row
+	 * CTAs (11008 x 4096: 29.3 / 32.7 vs 31.8 / 37.0 us). Rows of more than
+	 * 64 segments (K > 5120: 4096 x 11008 at one token 33.9 vs the GEMV's
+	 * 30.1 us), 5..8 tokens over more than one wave and 9..16 tokens (21.8 /
+	 * 49.0 / 56.7 vs 22.1 / 41.9 / 46.6 us) stay with the older kernels.
+	 * ARB_SK4="tpw,wr,splits" forces it (tests, tuning; tpw, wr in {1,2}). */
+	const int64_t t16 = (N + 15) / 16;
+	const int one_wave = t16 <= 2 * (int64_t)sms + sms / 5 && M * nseg * 160 <= S4_XMAX;
+	int tpw = 1, wr = one_wave ? 1 : 2;
+	int64_t S = one_wave ? 1 : 0;
+	if (M > 8) { tpw = 2; wr = 2; S = 0; }
+	const char *ov = getenv("ARB_SK4");
+	if (ov) {
+		int a = 0, b = 0, c = 0;
+		if (sscanf(ov, "%d,%d,%d", &a, &b, &c) == 3 && (a == 1 || a == 2) &&
+		    (b == 1 || b == 2) && c >= 1) {
+			tpw = a; wr = b; S = c;
+		}
+	} else if (M > 8 || nseg > 64 || (M > 4 && !one_wave)) {
+		return 0;
+	}
+	const int wk = 8 / wr;
+	const int64_t rbk = 16 * (int64_t)tpw * wr, tiles = (N + rbk - 1) / rbk;
+	if (S == 0) {
+		S = (2 * (int64_t)sms + tiles / 2) / tiles;
+		const int64_t smax = (nseg + 2 * wk - 1) / (2 * wk); /* a warp >= 2 segments */
+		if (S > smax) S = smax;
+		if (S < 1) S = 1;
+	}
+	int64_t spw = (nseg + S * wk - 1) / (S * wk);
+	/* the CTA's x slice, M x 80 wk spw bf16, within S4_XMAX */
+	const int64_t spw_max = (S4_XMAX / (2 * M) - 8) / (80 * wk);
+	if (spw > spw_max) spw = spw_max;
+	S = (nseg + spw * wk - 1) / (spw * wk);
+	const size_t smem = (size_t)M * (80 * wk * spw + 8) * 2;
+	unsigned int *cnt = NULL;
+	float *part = S > 1 ? cuda_split_ws(be, S * M * N, &cnt, tiles) : NULL;
+	const int al = (v.row_bytes & 3) == 0 && ((uintptr_t)v.packed & 3) == 0;
+	const dim3 grid((unsigned)tiles, (unsigned)S);
+	const int nt = M > 8 ? 2 : 1, ts = (int)spw;
+#define S4_GO(NT_, T_, W_) skinny4_launch<NT_, T_, W_>(grid, smem, v, al, x, y, (int)M, accumulate, lg, ts, part, cnt)
+	if (nt == 1) {
+		if (tpw == 1) { if (wr == 1) S4_GO(1, 1, 1); else S4_GO(1, 1, 2); }
+		else { if (wr == 1) S4_GO(1, 2, 1); else S4_GO(1, 2, 2); }
+	} else {
+		if (tpw == 1) { if (wr == 1) S4_GO(2, 1, 1); else S4_GO(2, 1, 2); }
+		else { if (wr == 1) S4_GO(2, 2, 1); else S4_GO(2, 2, 2); }
+	}
+#undef S4_GO
+	CK_LAUNCH(skinny_fwd4);
+	return 1;
+}
 
 /* ---------------------------------------------------------------------------
  * GEMV forward, M <= GV_MMAX tokens (decoding one token at a time): CUDA
@@ -2018,6 +2447,7 @@ void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 					    M - m0 < 16 ? M - m0 : 16, accumulate);
 		return;
 	}
+	if (M <= 16 && skinny4_forward(be, v, x, y, M, accumulate)) return;
 	if (gemv_forward(v, x, y, M, accumulate)) return;
 	if (M <= 16 && skinny3_forward(be, v, x, y, M, accumulate)) return;
 	if (M <= 16 && w->group_size % 16 == 0) {
@@ -2052,8 +2482,15 @@ void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 		int64_t ldp = pad8(K);
 		__nv_bfloat16 *xb, *wb = gs_ws(be, N * ldp, M * ldp, &xb);
 		if (ldp != K) CK(cudaMemsetAsync(wb, 0, (size_t)(N * ldp) * 2, 0));
-		decode_p_kernel<<<gs_grid(N * w->row_bytes), 256>>>(v, ldp, wb);
-		to_bf16_kernel<<<gs_grid(M * ldp / 8), 256>>>(x, M, K, ldp, xb);
+		if (cuda_legacy("prep")) {
+			decode_p_kernel<<<gs_grid(N * w->row_bytes), 256>>>(v, ldp, wb);
+			to_bf16_kernel<<<gs_grid(M * ldp / 8), 256>>>(x, M, K, ldp, xb);
+		} else {
+			const unsigned int nbd = gs_grid(N * w->row_bytes);
+			prep_fwd_kernel<<<nbd + gs_grid(M * ldp / 8), 256>>>(v, ldp, wb, x, M, K,
+									     xb, nbd);
+		}
+		CK_LAUNCH(prep_fwd);
 		if (!wg_launch<EP_STORE>(xb, wb, M, N, ldp, ep))
 			gs_launch<EP_STORE>(xb, wb, M, N, K, ldp, ep);
 	} else {
