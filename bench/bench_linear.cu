@@ -182,6 +182,7 @@ int main(void)
 			if (M <= 4) ab("fwdsk", "fwd16,gemv");          /* the v3 skinny kernel */
 			if (M == 4096) ab("fwdcp", "tma");        /* wgmma, cp.async stages */
 			if (M == 4096) ab("fwdpr", "prep");       /* decode and x conversion apart */
+			if (M == 4096) ab("fwdws", "wspec");      /* no producer warp in the GEMM */
 		}
 		for (int64_t M : { (int64_t)16, (int64_t)4096 }) {
 			if (small_only) break;

@@ -271,6 +271,12 @@ START_TEST(test_linear_large)
 	 * partial last k-stage */
 	run_linear(512, 250, 333, 32, ARB_ERULE_RESIDUAL, 1);
 	run_linear(384, 250, 333, 16, ARB_ERULE_FROZEN, 0);
+	/* the store GEMM without its producer warp, the decode and conversion
+	 * in two launches (ARB_CUDA_LEGACY=wspec,prep) */
+	setenv("ARB_CUDA_LEGACY", "wspec,prep", 1);
+	run_linear(512, 250, 333, 32, ARB_ERULE_RESIDUAL, 1);
+	run_linear(300, 200, 640, 64, ARB_ERULE_FROZEN, 0);
+	unsetenv("ARB_CUDA_LEGACY");
 }
 END_TEST
 

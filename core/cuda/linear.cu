@@ -493,30 +493,42 @@ __device__ __forceinline__ void to_bf16_part(const float *src, int64_t rows, int
 					     int64_t ldp, __nv_bfloat16 *dst, int64_t bid,
 					     int64_t nblk)
 {
-	const int64_t w8 = ldp >> 3, n = rows * w8;
+	const int64_t w8 = ldp >> 3, n = rows * w8, st = nblk * blockDim.x;
 	const int vec = (cols & 3) == 0 && ((uintptr_t)src & 15) == 0;
-	for (int64_t e = bid * blockDim.x + threadIdx.x; e < n; e += nblk * blockDim.x) {
-		const int64_t r = (e < 0xffffffffll && w8 < 0xffffffffll) ?
-			(int64_t)((uint32_t)e / (uint32_t)w8) : e / w8;
-		const int64_t c = 8 * (e - r * w8);
-		const float *s = src + r * cols + c;
-		float f[8];
-		if (vec && c + 8 <= cols) {
-			const float4 a = __ldg((const float4 *)s), b = __ldg((const float4 *)s + 1);
-			f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w;
-			f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
-		} else {
+	/* two items a step, both loaded before either is stored (h17) */
+	for (int64_t e0 = bid * blockDim.x + threadIdx.x; e0 < n; e0 += 2 * st) {
+		float f[2][8];
+		int64_t off[2];
 #pragma unroll
-			for (int j = 0; j < 8; j++) f[j] = c + j < cols ? __ldg(s + j) : 0.0f;
-		}
-		uint4 o;
-		uint32_t *ow = (uint32_t *)&o;
+		for (int u = 0; u < 2; u++) {
+			const int64_t e = e0 + u * st;
+			const int64_t r = (e < 0xffffffffll && w8 < 0xffffffffll) ?
+				(int64_t)((uint32_t)e / (uint32_t)w8) : e / w8;
+			const int64_t c = 8 * (e - r * w8);
+			const float *s = src + r * cols + c;
+			off[u] = e < n ? r * ldp + c : -1;
+			if (e >= n) continue;
+			if (vec && c + 8 <= cols) {
+				const float4 a = __ldg((const float4 *)s), b = __ldg((const float4 *)s + 1);
+				f[u][0] = a.x; f[u][1] = a.y; f[u][2] = a.z; f[u][3] = a.w;
+				f[u][4] = b.x; f[u][5] = b.y; f[u][6] = b.z; f[u][7] = b.w;
+			} else {
 #pragma unroll
-		for (int j = 0; j < 4; j++) {
-			__nv_bfloat162 h = __floats2bfloat162_rn(f[2 * j], f[2 * j + 1]);
-			ow[j] = *(uint32_t *)&h;
+				for (int j = 0; j < 8; j++) f[u][j] = c + j < cols ? __ldg(s + j) : 0.0f;
+			}
 		}
-		*(uint4 *)(dst + r * ldp + c) = o;
+#pragma unroll
+		for (int u = 0; u < 2; u++) {
+			if (off[u] < 0) break;
+			uint4 o;
+			uint32_t *ow = (uint32_t *)&o;
+#pragma unroll
+			for (int j = 0; j < 4; j++) {
+				__nv_bfloat162 h = __floats2bfloat162_rn(f[u][2 * j], f[u][2 * j + 1]);
+				ow[j] = *(uint32_t *)&h;
+			}
+			*(uint4 *)(dst + off[u]) = o;
+		}
 	}
 }
 __global__ void to_bf16_kernel(const float *src, int64_t rows, int64_t cols, int64_t ldp,
@@ -621,43 +633,43 @@ __global__ void decode_t_kernel(tern_view v, int64_t ldp, __nv_bfloat16 *out)
 				*(__nv_bfloat162 *)(out + (c0 + j) * ldp + r) = __halves2bfloat162(a5[j], b5[j]);
 	}
 }
-/* W -> bf16 [rows][ldp] (ldp >= cols, zero padded), one thread per byte,
- * a thread's next four bytes loaded before any is decoded (h17: one at a
- * time the decode was latency-bound, 13 % of DRAM bandwidth); blocks
- * [blk0, blk0 + nblk) of the grid take part (h16: a thread's 5 scattered
- * 2-byte stores are not what limits it: a warp staging 256 bytes' columns
- * in shared memory for 16-byte stores took 32.8 instead of 34.6 us at
- * 4096^2) */
+/* W -> bf16 [rows][ldp] (ldp >= cols, zero padded; a multiple of 8 or of
+ * 4 at least): a thread decodes 4 consecutive bytes of a row (20 weights,
+ * 40 bytes of output: five 8-byte stores; its 4 bytes' loads are out
+ * before any is decoded); blocks bid of nblk take part (h17: one byte per thread,
+ * five scattered 2-byte stores and one byte in flight was latency-bound at
+ * 13 % of DRAM bandwidth; h16: a warp staging 256 bytes' columns in shared
+ * memory for 16-byte stores took 32.8 instead of 34.6 us at 4096^2) */
 __device__ __forceinline__ void decode_p_part(const tern_view &v, int64_t ldp,
 					      __nv_bfloat16 *out, int64_t bid, int64_t nblk)
 {
-	const int64_t nb = v.rows * v.row_bytes, st = nblk * blockDim.x;
-	for (int64_t b0 = bid * blockDim.x + threadIdx.x; b0 < nb; b0 += 4 * st) {
+	const int64_t wpr = (v.row_bytes + 3) >> 2, n = v.rows * wpr;
+	for (int64_t e = bid * blockDim.x + threadIdx.x; e < n; e += nblk * blockDim.x) {
+		const int64_t r = (e < 0xffffffffll && wpr < 0xffffffffll) ?
+			(int64_t)((uint32_t)e / (uint32_t)wpr) : e / wpr;
+		const int64_t bc0 = 4 * (e - r * wpr), c0 = 5 * bc0;
 		Byte5 by[4];
-		int64_t r[4];
 #pragma unroll
-		for (int u = 0; u < 4; u++) {
-			const int64_t b = b0 + u * st;
-			r[u] = (b < 0xffffffffll) ? (int64_t)((uint32_t)b / (uint32_t)v.row_bytes)
-						  : b / v.row_bytes;
-			if (b < nb) by[u] = byte5_load(v, r[u], b - r[u] * v.row_bytes);
+		for (int i = 0; i < 4; i++) {
+			by[i].q = 121u;
+			by[i].s0 = by[i].s1 = 0.0f;
+			by[i].split = 5;
+			if (bc0 + i < v.row_bytes) by[i] = byte5_load(v, r, bc0 + i);
 		}
+		__align__(8) __nv_bfloat16 w[20];
 #pragma unroll
-		for (int u = 0; u < 4; u++) {
-			const int64_t b = b0 + u * st;
-			if (b >= nb) break;
-			const int64_t c0 = (b - r[u] * v.row_bytes) * 5;
-			__nv_bfloat16 w5[5];
-			byte5_emit(by[u], c0, v.cols, w5);
+		for (int i = 0; i < 4; i++) byte5_emit(by[i], c0 + 5 * i, v.cols, w + 5 * i);
+		__nv_bfloat16 *o = out + r * ldp + c0;
+		if (c0 + 20 <= ldp && (ldp & 3) == 0) {
 #pragma unroll
-			for (int j = 0; j < 5; j++)
-				if (c0 + j < ldp) out[r[u] * ldp + c0 + j] = w5[j];
+			for (int i = 0; i < 5; i++) ((uint2 *)o)[i] = ((const uint2 *)w)[i];
+		} else {
+#pragma unroll
+			for (int j = 0; j < 20; j++)
+				if (c0 + j < ldp) o[j] = w[j];
 		}
 	}
 }
-/* the forward's operands in one launch: blocks below nbd decode W, the rest
- * convert x (the decode is latency-bound, the conversion bandwidth-bound:
- * side by side they overlap) */
 __global__ void decode_p_kernel(tern_view v, int64_t ldp, __nv_bfloat16 *out)
 {
 	decode_p_part(v, ldp, out, blockIdx.x, gridDim.x);
@@ -665,10 +677,17 @@ __global__ void decode_p_kernel(tern_view v, int64_t ldp, __nv_bfloat16 *out)
 __global__ void prep_fwd_kernel(tern_view v, int64_t ldp, __nv_bfloat16 *wb, const float *x,
 				int64_t M, int64_t K, __nv_bfloat16 *xb, unsigned int nbd)
 {
-	if (blockIdx.x < nbd)
-		decode_p_part(v, ldp, wb, blockIdx.x, nbd);
+	/* the two kinds of blocks alternate (blocks start roughly in index
+	 * order: h17, decode blocks first then conversion ones took 77.6 us
+	 * at 4096^2) */
+	const unsigned int nbc = gridDim.x - nbd, pair = 2 * min(nbd, nbc), b = blockIdx.x;
+	unsigned int dec, idx;
+	if (b < pair) { dec = !(b & 1); idx = b >> 1; }
+	else { dec = nbd > nbc; idx = b - pair + pair / 2; }
+	if (dec)
+		decode_p_part(v, ldp, wb, idx, nbd);
 	else
-		to_bf16_part(x, M, K, ldp, xb, blockIdx.x - nbd, gridDim.x - nbd);
+		to_bf16_part(x, M, K, ldp, xb, idx, nbc);
 }
 
 /* grid: (cdiv(J,BN), cdiv(I,BM)); block 256; dynamic smem GS_SMEM */
@@ -2483,10 +2502,10 @@ void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 		__nv_bfloat16 *xb, *wb = gs_ws(be, N * ldp, M * ldp, &xb);
 		if (ldp != K) CK(cudaMemsetAsync(wb, 0, (size_t)(N * ldp) * 2, 0));
 		if (cuda_legacy("prep")) {
-			decode_p_kernel<<<gs_grid(N * w->row_bytes), 256>>>(v, ldp, wb);
+			decode_p_kernel<<<gs_grid(N * ((w->row_bytes + 3) / 4)), 256>>>(v, ldp, wb);
 			to_bf16_kernel<<<gs_grid(M * ldp / 8), 256>>>(x, M, K, ldp, xb);
 		} else {
-			const unsigned int nbd = gs_grid(N * w->row_bytes);
+			const unsigned int nbd = gs_grid(N * ((w->row_bytes + 3) / 4));
 			prep_fwd_kernel<<<nbd + gs_grid(M * ldp / 8), 256>>>(v, ldp, wb, x, M, K,
 									     xb, nbd);
 		}

@@ -295,9 +295,14 @@ __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, i
 }
 #endif
 
-template <int MODE>
-__global__ void __launch_bounds__(256, 1) gemm_tma_kernel(const __grid_constant__ CUtensorMap ta,
-	const __grid_constant__ CUtensorMap tb, int64_t I, int64_t J, int64_t ldp, EpArgs ep)
+/* WS = 1 (EP_STORE): a ninth warp issues the copies (block of 288): the
+ * consumers only wait for full stages and release them, and no warpgroup
+ * waits for the other's release before its next wgmma (WS = 0: thread 0
+ * of warpgroup 0 refills a stage once both released it) */
+template <int MODE, int WS>
+__global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
+	const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb,
+	int64_t I, int64_t J, int64_t ldp, EpArgs ep)
 {
 #if WG_HAVE
 	extern __shared__ unsigned char wg_raw[];
@@ -324,7 +329,17 @@ __global__ void __launch_bounds__(256, 1) gemm_tma_kernel(const __grid_constant_
 		asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 	}
 	__syncthreads();
-	if (tid == 0)
+	if (WS && tid >= 256) {
+		if (tid == 256)
+			for (int kt = 0; kt < nk; kt++) {
+				const int st = kt % WG_STAGES;
+				if (kt >= WG_STAGES)
+					mb_wait(empty(st), (unsigned int)(kt / WG_STAGES - 1) & 1u);
+				issue(st, kt);
+			}
+		return;
+	}
+	if (!WS && tid == 0)
 		for (int st = 0; st < WG_STAGES && st < nk; st++) issue(st, st);
 	float d[128];
 #pragma unroll
@@ -347,7 +362,7 @@ __global__ void __launch_bounds__(256, 1) gemm_tma_kernel(const __grid_constant_
 		if (kt > 0) {
 			const int ps = (kt - 1) % WG_STAGES;
 			if (wt == 0) mb_arrive(empty(ps));
-			if (tid == 0 && kt - 1 + WG_STAGES < nk) {
+			if (!WS && tid == 0 && kt - 1 + WG_STAGES < nk) {
 				mb_wait(empty(ps), (unsigned int)((kt - 1) / WG_STAGES) & 1u);
 				issue(ps, kt - 1 + WG_STAGES);
 			}
@@ -439,12 +454,19 @@ static int wg_launch(const __nv_bfloat16 *A, const __nv_bfloat16 *B, int64_t I, 
 	if (MODE != EP_STORE && MODE != EP_VOTE) return 0;
 	static int ok_cp = 0, ok_tma = 0; /* 1 usable, -1 not in this binary */
 	if (!ok_cp) ok_cp = wg_usable((const void *)gemm_wg_kernel<MODE>) ? 1 : -1;
-	if (!ok_tma) ok_tma = wg_usable((const void *)gemm_tma_kernel<MODE>) ? 1 : -1;
+	if (!ok_tma) ok_tma = wg_usable((const void *)gemm_tma_kernel<MODE, 0>) ? 1 : -1;
+	static int ok_ws = 0;
+	if (!ok_ws)
+		ok_ws = MODE == EP_STORE && wg_usable((const void *)gemm_tma_kernel<EP_STORE, 1>) ?
+			1 : -1;
 	const unsigned int grid = cdiv(J, WG_BN) * cdiv(I, WG_BM);
 	CUtensorMap ma, mb;
 	if (ok_tma > 0 && !cuda_legacy("tma") && wg_map(&ma, A, I, ldp, WG_BM) &&
 	    wg_map(&mb, B, J, ldp, WG_BN)) {
-		gemm_tma_kernel<MODE><<<grid, 256, WG_SMEM>>>(ma, mb, I, J, ldp, ep);
+		if (MODE == EP_STORE && ok_ws > 0 && !cuda_legacy("wspec"))
+			gemm_tma_kernel<EP_STORE, 1><<<grid, 288, WG_SMEM>>>(ma, mb, I, J, ldp, ep);
+		else
+			gemm_tma_kernel<MODE, 0><<<grid, 256, WG_SMEM>>>(ma, mb, I, J, ldp, ep);
 		CK_LAUNCH(gemm_tma);
 		return 1;
 	}
