@@ -196,6 +196,15 @@ int main(void)
 						 CUBLAS_GEMM_DEFAULT));
 			});
 			line("bwd_x", M, N, K, ours, cub, 0.0);
+			if (M == 4096) {
+				/* ARB_CUDA_LEGACY=prep: decode and conversion apart */
+				legacy_push("prep");
+				const double pr = time_us([&](int i) {
+					be->linear_backward_x(be, &ws[i % nours], dy, dx, M, 0);
+				});
+				legacy_pop();
+				line("bwdpr", M, N, K, pr, cub, 0.0);
+			}
 			arb_vote v = { .kind = ARB_VOTE_SIGN, .step = 1, .sr_R = 1, .seed = 1, .t = 0 };
 			ours = time_us([&](int i) {
 				be->linear_vote(be, &ws[0], x, dy, M, &v);

@@ -569,7 +569,6 @@ __global__ void to_bf16_t_kernel(const float *src, int64_t rows, int64_t cols, i
 		*(__nv_bfloat162 *)(dst + c * ldp + r) = h;
 	}
 }
-
 /* the five weights of packed byte column bc of row r as bf16: scales looked
  * up once per group (a byte's five columns touch at most two), trits by
  * exact division by 3; columns >= cols are zero. byte5_load reads (the
@@ -633,6 +632,63 @@ __global__ void decode_t_kernel(tern_view v, int64_t ldp, __nv_bfloat16 *out)
 				*(__nv_bfloat162 *)(out + (c0 + j) * ldp + r) = __halves2bfloat162(a5[j], b5[j]);
 	}
 }
+/* W^T -> bf16 [cols][ldp] (ldp >= rows, a multiple of 8, zero padded) by
+ * tiles of 64 rows x 16 packed bytes (80 columns): the tile's bytes read
+ * row-wise (4 a thread), decoded into shared memory column-major, written
+ * as 128-byte runs of W^T rows (16 bytes a thread). Tile t of the grid's
+ * blocks bid, bid + nblk, ... (h17: decode_t_kernel read a byte column per
+ * warp, 32 rows' lines for 32 bytes) */
+#define DT_R 64
+#define DT_B 16
+__device__ __forceinline__ void decode_t_part(const tern_view &v, int64_t ldp,
+					      __nv_bfloat16 *out, int64_t bid, int64_t nblk)
+{
+	__shared__ __align__(16) __nv_bfloat16 tt[5 * DT_B][DT_R + 8];
+	const int tid = threadIdx.x;
+	const int64_t ntr = (ldp + DT_R - 1) / DT_R, ntb = (v.row_bytes + DT_B - 1) / DT_B;
+	for (int64_t t = bid; t < ntr * ntb; t += nblk) {
+		const int64_t tb = t / ntr, r0 = (t - tb * ntr) * DT_R, b0 = tb * DT_B;
+		const int rl = tid >> 2, bl = 4 * (tid & 3);
+		Byte5 by[4];
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			by[i].q = 121u;
+			by[i].s0 = by[i].s1 = 0.0f;
+			by[i].split = 5;
+			if (b0 + bl + i < v.row_bytes) by[i] = byte5_load(v, r0 + rl, b0 + bl + i);
+		}
+		__syncthreads(); /* the previous tile's stores have read tt */
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			__nv_bfloat16 w5[5];
+			byte5_emit(by[i], 5 * (b0 + bl + i), v.cols, w5);
+#pragma unroll
+			for (int j = 0; j < 5; j++) tt[5 * (bl + i) + j][rl] = w5[j];
+		}
+		__syncthreads();
+		const int64_t c0 = 5 * b0;
+		for (int e = tid; e < 5 * DT_B * (DT_R / 8); e += blockDim.x) {
+			const int c = e >> 3, ch = 8 * (e & 7);
+			if (c0 + c >= v.cols || r0 + ch >= ldp) continue;
+			*(uint4 *)(out + (c0 + c) * ldp + r0 + ch) = *(const uint4 *)&tt[c][ch];
+		}
+	}
+}
+/* backward_x's operands in one launch: W^T tiles and dy conversion blocks
+ * alternate (as prep_fwd_kernel) */
+__global__ void prep_bwd_kernel(tern_view v, int64_t ldp, __nv_bfloat16 *wt, const float *dy,
+				int64_t M, int64_t N, __nv_bfloat16 *dyb, unsigned int nbd)
+{
+	const unsigned int nbc = gridDim.x - nbd, pair = 2 * min(nbd, nbc), b = blockIdx.x;
+	unsigned int dec, idx;
+	if (b < pair) { dec = !(b & 1); idx = b >> 1; }
+	else { dec = nbd > nbc; idx = b - pair + pair / 2; }
+	if (dec)
+		decode_t_part(v, ldp, wt, idx, nbd);
+	else
+		to_bf16_part(dy, M, N, ldp, dyb, idx, nbc);
+}
+
 /* W -> bf16 [rows][ldp] (ldp >= cols, zero padded; a multiple of 8 or of
  * 4 at least): a thread decodes 4 consecutive bytes of a row (20 weights,
  * 40 bytes of output: five 8-byte stores; its 4 bytes' loads are out
@@ -2537,9 +2593,18 @@ void cuda_linear_backward_x(arb_backend *be, const arb_tern *w, const float *dy,
 	} else if (M >= 64) {
 		int64_t ldp = pad8(N);
 		__nv_bfloat16 *dyb, *wt = gs_ws(be, K * ldp, M * ldp, &dyb);
-		decode_t_kernel<<<dim3(cdiv(ldp, 512), (unsigned)(w->row_bytes < 65535 ? w->row_bytes : 65535)),
-				  256>>>(v, ldp, wt);
-		to_bf16_kernel<<<gs_grid(M * ldp / 8), 256>>>(dy, M, N, ldp, dyb);
+		if (cuda_legacy("prep")) {
+			decode_t_kernel<<<dim3(cdiv(ldp, 512),
+					       (unsigned)(w->row_bytes < 65535 ? w->row_bytes : 65535)),
+					  256>>>(v, ldp, wt);
+			to_bf16_kernel<<<gs_grid(M * ldp / 8), 256>>>(dy, M, N, ldp, dyb);
+		} else {
+			const int64_t tiles = (int64_t)cdiv(ldp, DT_R) * cdiv(w->row_bytes, DT_B);
+			const unsigned int nbd = (unsigned int)(tiles < 132 * 16 ? tiles : 132 * 16);
+			prep_bwd_kernel<<<nbd + gs_grid(M * ldp / 8), 256>>>(v, ldp, wt, dy, M, N,
+									     dyb, nbd);
+		}
+		CK_LAUNCH(prep_bwd);
 		if (!wg_launch<EP_STORE>(dyb, wt, M, K, ldp, ep))
 			gs_launch<EP_STORE>(dyb, wt, M, K, N, ldp, ep);
 	} else {
@@ -2588,6 +2653,8 @@ void cuda_linear_vote(arb_backend *be, arb_tern *w, const float *x, const float 
 	int64_t ldp = pad8(M);
 	__nv_bfloat16 *xt, *dyt = gs_ws(be, N * ldp, K * ldp, &xt);
 	dim3 tb(32, 8);
+	/* h17: the two in one launch, tiles alternating, was no faster (vote
+	 * M = 4096: 370-376 vs 373-382 us at 4096^2) */
 	to_bf16_t_kernel<<<dim3(cdiv(N, 64), cdiv(ldp, 64)), tb>>>(dy, M, N, ldp, dyt);
 	to_bf16_t_kernel<<<dim3(cdiv(K, 64), cdiv(ldp, 64)), tb>>>(x, M, K, ldp, xt);
 	CK_LAUNCH(vote_transpose);
