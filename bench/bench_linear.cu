@@ -216,6 +216,15 @@ int main(void)
 						 CUBLAS_GEMM_DEFAULT));
 			}, 5);
 			line("vote", M, N, K, ours, cub, M == 4096 ? 0.7 : 0.0);
+			if (M == 4096) {
+				/* ARB_CUDA_LEGACY=vsimd: the per-weight epilogue loop */
+				legacy_push("vsimd");
+				const double sc = time_us([&](int i) {
+					be->linear_vote(be, &ws[0], x, dy, M, &v);
+				}, 5);
+				legacy_pop();
+				line("votesc", M, N, K, sc, cub, 0.0);
+			}
 			if (M == 16) {
 				/* ARB_CUDA_LEGACY=vote (bf16 tile GEMM), same run: A/B */
 				legacy_push("vote");

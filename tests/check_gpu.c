@@ -394,8 +394,14 @@ START_TEST(test_vote_large)
 	run_vote(32, 300, 700, 12, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 0, 1, 0, 3);
 	run_vote(45, 131, 259, 4, ARB_ERULE_BIGINT, ARB_VOTE_SIGN, 1, 0, 0, 3);
 	run_vote(1, 129, 1000, 64, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 0, 0, 0, 3);
-	/* a dW too big for the direct kernel: the tile GEMM */
+	/* a dW too big for the direct kernel: the tile GEMM (K % 4 == 0: the
+	 * SIMD byte update), and the same with the per-weight loop
+	 * (ARB_CUDA_LEGACY=vsimd) */
 	run_vote(512, 600, 500, 32, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 1, 0, 0, 2);
+	run_vote(300, 640, 1000, 16, ARB_ERULE_BIGINT, ARB_VOTE_SIGN, 0, 1, 20000, 3);
+	setenv("ARB_CUDA_LEGACY", "vsimd", 1);
+	run_vote(300, 640, 1000, 16, ARB_ERULE_BIGINT, ARB_VOTE_SIGN, 0, 1, 20000, 3);
+	unsetenv("ARB_CUDA_LEGACY");
 }
 END_TEST
 

@@ -137,6 +137,7 @@ struct EpArgs {
 	int kind, step, R, rms_host; const int *rms_dev;
 	uint64_t seed, stream;
 	double *parts;                                  /* sr: per-CTA sumsq */
+	int v4;                                         /* vote_apply4 allowed */
 };
 
 #define SC_G 34 /* groups a 128-wide tile can touch (gs >= 4) */
@@ -151,6 +152,8 @@ struct EpArgs {
 struct vote_geom {
 	int64_t k0, kb0, kbound;
 	int nk, d0, g0, gl0, vec;
+	uint32_t p3inv;  /* ceil(2^32 / 3^d0) (d0 > 0): v / 3^d0 = umulhi(v, p3inv), v < 3^10 */
+	uint32_t lomask; /* bytes of the lane's 4 weights below kbound */
 };
 __device__ __forceinline__ vote_geom vote_geom_of(const EpArgs &ep, int64_t kt0, int64_t k0,
 						  int64_t J)
@@ -164,6 +167,10 @@ __device__ __forceinline__ vote_geom vote_geom_of(const EpArgs &ep, int64_t kt0,
 	q.gl0 = (int)(k0 / ep.gs) - q.g0;
 	q.kbound = (int64_t)(q.gl0 + q.g0 + 1) * ep.gs;        /* first k of the next group */
 	q.vec = (J & 3) == 0 && q.nk == 4 && ((uintptr_t)ep.T & 3) == 0;
+	const uint32_t p3 = q.d0 == 1 ? 3u : (q.d0 == 2 ? 9u : (q.d0 == 3 ? 27u : 81u));
+	q.p3inv = q.d0 == 0 ? 0u : (uint32_t)((0x100000000ull + p3 - 1) / p3);
+	const int64_t split = q.kbound - k0;
+	q.lomask = split >= 4 ? 0xffffffffu : (split <= 0 ? 0u : (1u << (8 * split)) - 1u);
 	return q;
 }
 __device__ __forceinline__ void vote_load(const EpArgs &ep, const vote_geom &q, int64_t n,
@@ -216,6 +223,42 @@ __device__ __forceinline__ void vote_apply(const EpArgs &ep, const vote_geom &q,
 	if (s0) atomicAdd(&sc_row[q.gl0], s0);
 	if (s1) atomicAdd(&sc_row[q.gl0 + 1], s1);
 }
+/* vote_apply for a lane whose 4 weights are one aligned T_accum word (vec)
+ * with 1 <= step <= 127, the 4 signs as one word of signed bytes, in SIMD
+ * byte operations (h17 ncu: the per-weight loop was a third of the vote
+ * GEMM's epilogue instructions): T -= step * s saturated to [-127, 127],
+ * the score terms s * trit as two byte dot products (below / from the
+ * lane's group boundary). Same results as vote_apply. */
+__device__ __forceinline__ void vote_apply4(const EpArgs &ep, const vote_geom &q, int64_t n,
+					    int64_t J, uint32_t s4, int8_t *tv, uint32_t pk,
+					    int *sc_row)
+{
+	const uint32_t t4 = (uint32_t)(uint8_t)tv[0] | ((uint32_t)(uint8_t)tv[1] << 8) |
+		((uint32_t)(uint8_t)tv[2] << 16) | ((uint32_t)(uint8_t)tv[3] << 24);
+	const uint32_t nz = s4 & 0x01010101u, neg = (s4 >> 7) & 0x01010101u;
+	const uint32_t nm = neg * 0xffu, mag = nz * (uint32_t)ep.step;
+	const uint32_t inc = __vsub4(mag ^ nm, nm);
+	const uint32_t nzm = nz * 0xffu; /* bytes with a vote: others keep their value */
+	const uint32_t nt = (__vmaxs4(__vsubss4(t4, inc), 0x81818181u) & nzm) | (t4 & ~nzm);
+	if (nt != t4) *(uint32_t *)(ep.T + n * J + q.k0) = nt;
+	if (ep.score && s4) {
+		/* digits d0 .. d0+3 of the two packed bytes as one base-3 number */
+		const uint32_t v = (pk & 0xffu) + 243u * (pk >> 8);
+		uint32_t qd = __umulhi(v, q.p3inv) + (q.d0 == 0 ? v : 0u);
+		uint32_t d4 = 0;
+#pragma unroll
+		for (int b = 0; b < 4; b++) {
+			const uint32_t q1 = (qd * 43691u) >> 17;
+			d4 |= (qd - 3u * q1) << (8 * b);
+			qd = q1;
+		}
+		const int tr = (int)__vsub4(d4, 0x01010101u);
+		const int lo = __dp4a((int)(s4 & q.lomask), tr, 0);
+		const int hi = __dp4a((int)(s4 & ~q.lomask), tr, 0);
+		if (lo) atomicAdd(&sc_row[q.gl0], lo);
+		if (hi) atomicAdd(&sc_row[q.gl0 + 1], hi);
+	}
+}
 /* the shared-memory group counters of ROWS rows (from row n0, group g0) into
  * the tensor's score, one global atomic per nonzero counter */
 __device__ __forceinline__ void vote_flush(const EpArgs &ep, const int *sc, int rows, int64_t n0,
@@ -254,6 +297,7 @@ __device__ __forceinline__ void vote_tile_apply(unsigned char *smem, int64_t i0,
 		for (int e = tid; e < BM * SC_G; e += 256) sc[e] = 0;
 	__syncthreads();
 	const vote_geom vg = vote_geom_of(ep, j0, j0 + 4 * lane, J);
+	const int v4 = ep.v4 && vg.vec && ep.step >= 1 && ep.step <= 127;
 	for (int r0 = 0; r0 < 16; r0 += 8) {
 		int8_t tv[8][4];
 		uint32_t pk[8];
@@ -268,6 +312,11 @@ __device__ __forceinline__ void vote_tile_apply(unsigned char *smem, int64_t i0,
 			const int il = warp * 16 + r0 + r;
 			const int64_t n = i0 + il;
 			if (n >= I || !vg.nk) continue;
+			if (v4) {
+				vote_apply4(ep, vg, n, J, *(const uint32_t *)(sg + il * EPS_LD + 4 * lane),
+					    tv[r], pk[r], sc + il * SC_G);
+				continue;
+			}
 			int s4[4];
 #pragma unroll
 			for (int b = 0; b < 4; b++) s4[b] = b < vg.nk ? sg[il * EPS_LD + 4 * lane + b] : 0;
@@ -1754,40 +1803,37 @@ static int skinny4_forward(arb_backend *be, const tern_view &v, const float *x, 
 }
 
 /* ---------------------------------------------------------------------------
- * GEMV forward, M <= GV_MMAX tokens (decoding one token at a time): CUDA
- * cores, fp32 products, no split-K. A CTA stages x in shared memory (80-wide
- * chunks padded to 84 floats: lanes reading consecutive chunks hit distinct
- * banks) and owns 8 * GV_RPW rows; lane l of a warp takes the 16-byte
- * chunks l, l + 32, ... of each of its rows (80 weights each). With a
- * power-of-two group size >= 16 every aligned 16-weight block of a chunk
- * lies in one group, so the weight itself, +-2^E or 0, is one PRMT of that
- * group's word h = bf16(2^E) | bf16(-2^E) << 16 into the upper half of a
- * float (selector from the skinny kernels' table), then one FFMA per token.
- * The lanes' sums of a row are added by shuffles in a fixed order. */
-#define GV_MMAX 1 /* h16: at 4 tokens the skinny mma kernel was faster (19.6 vs
-			 * 23.1 us at 4096^2); loading each chunk one item
-			 * ahead made M = 1 no faster (14.9 vs 13.9 us) */
+ * GEMV forward, one token (decoding one token at a time): CUDA cores, fp32
+ * products, no split-K. A CTA stages x in shared memory (80-wide chunks
+ * padded to 84 floats: lanes reading consecutive chunks hit distinct banks)
+ * and owns 8 * GV_RPW rows; lane l of a warp takes the 16-byte chunks l,
+ * l + 32, ... of each of its rows (80 weights each). With a power-of-two
+ * group size >= 16 every aligned 16-weight block of a chunk lies in one
+ * group, so the weight itself, +-2^E or 0, is one PRMT of that group's word
+ * h = bf16(2^E) | bf16(-2^E) << 16 into the upper half of a float (selector
+ * from the skinny kernels' table), then one FFMA. The lanes' sums of a row
+ * are added by shuffles in a fixed order. (h16: at 4 tokens the skinny mma
+ * kernel was faster, 19.6 vs 23.1 us at 4096^2, so the multi-token variant
+ * was removed in h17; loading each chunk one item ahead made one token no
+ * faster, 14.9 vs 13.9 us.) */
 #define GV_RPW 2 /* h16: 4 rows per warp (half the CTAs, half the x staging)
 		  * was slower: 17.6-17.9 vs 14.0 us at 4096^2; so was
 		  * reading x from global / L1 instead of staging it:
 		  * 19.6-19.7 us */
 #define GV_XROW 84
 
-template <int MT>
 __global__ void __launch_bounds__(256) gemv_fwd_kernel(tern_view v, const float *x, float *y,
-	int M, int acc, int lg)
+	int acc, int lg)
 {
 	extern __shared__ __align__(16) unsigned char gsm[];
 	unsigned long long *tab = (unsigned long long *)gsm;          /* [243] (256) */
-	float *xs = (float *)(gsm + 256 * 8);                          /* [MT][nc][84] */
+	float *xs = (float *)(gsm + 256 * 8);                          /* [nc][84] */
 	const int64_t N = v.rows, K = v.cols, rb = v.row_bytes;
 	const int nc = (int)((rb + 15) / 16);
 	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
 	s3_table(tab);
-	for (int m = 0; m < MT; m++) /* tokens >= M: zeros */
-		for (int k = tid; k < nc * 80; k += 256)
-			xs[(m * nc + k / 80) * GV_XROW + k % 80] =
-				m < M && k < K ? __ldg(x + (int64_t)m * K + k) : 0.0f;
+	for (int k = tid; k < nc * 80; k += 256)
+		xs[(k / 80) * GV_XROW + k % 80] = k < K ? __ldg(x + k) : 0.0f;
 	__syncthreads();
 	const int64_t n0 = ((int64_t)blockIdx.x * 8 + warp) * GV_RPW;
 	const int gs16 = 1 << (lg - 4); /* 16-weight blocks per group */
@@ -1795,9 +1841,7 @@ __global__ void __launch_bounds__(256) gemv_fwd_kernel(tern_view v, const float 
 		const int64_t n = n0 + rr;
 		if (n >= N) break;
 		const int8_t *er = v.E + n * v.groups;
-		float sum[MT];
-#pragma unroll
-		for (int m = 0; m < MT; m++) sum[m] = 0.0f;
+		float sum = 0.0f;
 		for (int c = lane; c < nc; c += 32) {
 			uint32_t w4[4];
 			s3_load(v.packed, N, rb, n, 16 * (int64_t)c, w4);
@@ -1816,51 +1860,26 @@ __global__ void __launch_bounds__(256) gemv_fwd_kernel(tern_view v, const float 
 			const float *xc = xs + (int64_t)c * GV_XROW;
 #pragma unroll
 			for (int q = 0; q < 20; q++) {
-				float4 xv[MT];
-#pragma unroll
-				for (int m = 0; m < MT; m++)
-					xv[m] = *(const float4 *)(xc + (int64_t)m * nc * GV_XROW + 4 * q);
+				const float4 xv = *(const float4 *)(xc + 4 * q);
+				const float xq[4] = { xv.x, xv.y, xv.z, xv.w };
 #pragma unroll
 				for (int i = 0; i < 4; i++) {
 					const int p = 4 * q + i, b = p / 5, d = p % 5;
 					const uint32_t sel = ((uint32_t)(L[b] >> (8 * d)) & 0xffu) << 8 | 0x44u;
 					const float w = __uint_as_float(prmt(h[p >> 4], 0u, sel));
-#pragma unroll
-					for (int m = 0; m < MT; m++) {
-						const float xm = i == 0 ? xv[m].x : (i == 1 ? xv[m].y : (i == 2 ? xv[m].z : xv[m].w));
-						sum[m] = fmaf(w, xm, sum[m]);
-					}
+					sum = fmaf(w, xq[i], sum);
 				}
 			}
 		}
 #pragma unroll
-		for (int m = 0; m < MT; m++) {
-#pragma unroll
-			for (int o = 16; o > 0; o >>= 1) sum[m] += __shfl_xor_sync(0xffffffffu, sum[m], o);
-			if (lane == 0 && m < M) {
-				float *o = y + (int64_t)m * N + n;
-				*o = acc ? *o + sum[m] : sum[m];
-			}
-		}
+		for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+		if (lane == 0) y[n] = acc ? y[n] + sum : sum;
 	}
 }
 
-static size_t gv_smem(int64_t rb, int mt)
+static size_t gv_smem(int64_t rb)
 {
-	return 256 * 8 + (size_t)mt * (size_t)((rb + 15) / 16) * GV_XROW * 4;
-}
-template <int MT>
-static void gv_launch(const tern_view &v, const float *x, float *y, int M, int acc, int lg,
-		      size_t smem)
-{
-	static int ready = 0;
-	if (!ready) {
-		CK(cudaFuncSetAttribute(gemv_fwd_kernel<MT>,
-			cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
-		ready = 1;
-	}
-	const unsigned int grid = cdiv(v.rows, 8 * GV_RPW);
-	gemv_fwd_kernel<MT><<<grid, 256, smem>>>(v, x, y, M, acc, lg);
+	return 256 * 8 + (size_t)((rb + 15) / 16) * GV_XROW * 4;
 }
 /* 0: the tensor or the batch does not suit the GEMV (the skinny kernels
  * run); ARB_CUDA_LEGACY=gemv skips it */
@@ -1869,10 +1888,16 @@ static int gemv_forward(const tern_view &v, const float *x, float *y, int64_t M,
 	const int gs = v.gs;
 	int lg = 0;
 	while ((1 << lg) < gs) lg++;
-	if (M > GV_MMAX || v.corr || (gs & (gs - 1)) || gs < 16 || cuda_legacy("gemv")) return 0;
-	const size_t smem = gv_smem(v.row_bytes, 1);
+	if (M != 1 || v.corr || (gs & (gs - 1)) || gs < 16 || cuda_legacy("gemv")) return 0;
+	const size_t smem = gv_smem(v.row_bytes);
 	if (smem > 200 * 1024) return 0;
-	gv_launch<GV_MMAX>(v, x, y, (int)M, accumulate, lg, smem);
+	static int ready = 0;
+	if (!ready) {
+		CK(cudaFuncSetAttribute(gemv_fwd_kernel,
+			cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
+		ready = 1;
+	}
+	gemv_fwd_kernel<<<cdiv(v.rows, 8 * GV_RPW), 256, smem>>>(v, x, y, accumulate, lg);
 	CK_LAUNCH(gemv_fwd);
 	return 1;
 }
@@ -2637,6 +2662,7 @@ void cuda_linear_vote(arb_backend *be, arb_tern *w, const float *x, const float 
 	ep.gs = w->group_size; ep.groups = w->groups; ep.kind = vt->kind; ep.step = vt->step;
 	ep.R = vt->sr_R; ep.rms_host = w->rms_log2; ep.rms_dev = &ws->rms_now;
 	ep.seed = vt->seed; ep.stream = arb_rng_stream(w->id, vt->t, ARB_RNG_VOTE_SR);
+	ep.v4 = !cuda_legacy("vsimd");
 	ep.parts = sr ? cuda_partials(be, nblk) : NULL;
 	if (cuda_legacy("gemm")) {
 		LoadCM la = { dy, N, N, M };
