@@ -734,7 +734,9 @@ __device__ __forceinline__ void decode_t_part(const tern_view &v, int64_t ldp,
 	}
 }
 /* backward_x's operands in one launch: W^T tiles and dy conversion blocks
- * spread evenly (as prep_fwd_kernel) */
+ * spread evenly (as prep_fwd_kernel; h17: one template kernel for both
+ * compiled the backward's to 70 registers instead of 64 and was 2-3 %
+ * slower, so they stay two kernels) */
 __global__ void prep_bwd_kernel(tern_view v, int64_t ldp, __nv_bfloat16 *wt, const float *dy,
 				int64_t M, int64_t N, __nv_bfloat16 *dyb, unsigned int nbd)
 {
@@ -1136,6 +1138,18 @@ __device__ __forceinline__ void s3_sel(const uint32_t *r, const unsigned long lo
 	}
 }
 
+/* zero a [A][B][4] array of mma accumulator fragments */
+template <int A, int B>
+__device__ __forceinline__ void frag_zero(float (&a)[A][B][4])
+{
+#pragma unroll
+	for (int i = 0; i < A; i++)
+#pragma unroll
+		for (int j = 0; j < B; j++)
+#pragma unroll
+			for (int c = 0; c < 4; c++) a[i][j][c] = 0.0f;
+}
+
 /* split-K: each CTA has stored its partial sums of rows nt0 .. nt0 + nv - 1
  * (part[s * stride + m * N + n], s = blockIdx.y); the last CTA to arrive on
  * *slot adds all splits' partials in split order into y (y += when acc) and
@@ -1290,12 +1304,7 @@ __global__ void __launch_bounds__(256, S3_MINB) skinny_fwd_kernel3(tern_view v, 
 	}
 	__syncthreads();
 	float accf[TPW][NT][4];
-#pragma unroll
-	for (int t = 0; t < TPW; t++)
-#pragma unroll
-		for (int u = 0; u < NT; u++)
-#pragma unroll
-			for (int c = 0; c < 4; c++) accf[t][u][c] = 0.0f;
+	frag_zero(accf);
 	const uint2 *xs2 = (const uint2 *)xs;
 	for (int kb = 0; kb < nbk; kb++) {
 		/* this k-block's bytes; the next block's loads go out before the
@@ -1645,12 +1654,7 @@ __global__ void __launch_bounds__(256, 2) skinny_fwd_kernel4(tern_view v, const 
 #pragma unroll
 	for (int u = 0; u < NT; u++) xq[u] = xs + (8 * u + g) * ldx + 20 * q;
 	float accf[TPW][NT][4];
-#pragma unroll
-	for (int t = 0; t < TPW; t++)
-#pragma unroll
-		for (int u = 0; u < NT; u++)
-#pragma unroll
-			for (int c = 0; c < 4; c++) accf[t][u][c] = 0.0f;
+	frag_zero(accf);
 	__syncthreads();
 	for (int s0 = (int)seg0; s0 < (int)seg1; s0 += S4_CH) {
 		if (s0 + S4_CH < seg1)
