@@ -1770,6 +1770,13 @@ static int skinny4_forward(arb_backend *be, const tern_view &v, const float *x, 
 		if (sscanf(ov, "%d,%d,%d", &a, &b, &c) == 3 && (a == 1 || a == 2) &&
 		    (b == 1 || b == 2) && c >= 1) {
 			tpw = a; wr = b; S = c;
+		} else {
+			static int told = 0;
+			if (!told)
+				fprintf(stderr, "arbcore: ARB_SK4=\"%s\" is not tpw,wr,splits with "
+					"tpw and wr in {1,2} and splits >= 1; the kernel's own "
+					"shape is used\n", ov);
+			told = 1;
 		}
 	} else if (M > 8 || nseg > 64 || (M > 4 && !one_wave)) {
 		return 0;
