@@ -1456,7 +1456,8 @@ static int skinny3_forward(arb_backend *be, const tern_view &v, const float *x, 
  * a row), the 4-byte word q of rows g and g + 8: its 20 weights fill the
  * k slots {2q, 2q+1, 2q+8, 2q+9} of the segment's five k16 steps in k order,
  * so the x values they meet, x[tok][80 s + 20 q + 0..19], are 20 consecutive
- * floats that the lane loads itself (no staging, no permuted copy of x).
+ * values of the CTA's x slice, staged once in shared memory as bf16 (in x's
+ * own order: no permuted copy).
  * Decode: a byte's digits give PRMT selector halves from a 256-entry table
  * in shared memory (two words: digits 0-3 and 1-4, so that every pair of
  * consecutive weights is one 16-bit selector or one PRMT of two entries);
