@@ -2554,7 +2554,13 @@ void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 	int64_t N = w->rows, K = w->cols;
 	/* up to 256 tokens, while the tile GEMM would have few CTAs: the skinny
 	 * kernel over 16-token chunks (grid.z) */
-	if (M > 16 && (M < 64 || few_tiles(be, M, N)) && skinny3_forward(be, v, x, y, M, accumulate))
+	/* h17: on Hopper above 128 tokens the warpgroup-MMA path wins even
+	 * with few tiles (M = 256, bench_linear: 4096^2 77.2-77.7 vs 188.0-189.6
+	 * us, 4096 x 11008 183.7-189.0 vs 378.6-379.3, 11008 x 4096 128.2-131.9
+	 * vs 160.9-162.4) */
+	const int wg_big = M > 128 && wg_major() == 9 && !cuda_legacy("wgmma");
+	if (M > 16 && (M < 64 || (few_tiles(be, M, N) && !wg_big)) &&
+	    skinny3_forward(be, v, x, y, M, accumulate))
 		return;
 	if (M > 16 && M < 64 && w->group_size % 16 == 0) {
 		/* a few tokens more than the skinny kernels take: 16 rows at a
