@@ -184,7 +184,7 @@ int main(void)
 			if (M == 4096) ab("fwdpr", "prep");       /* decode and x conversion apart */
 			if (M == 4096) ab("fwdws", "wspec");      /* no producer warp in the GEMM */
 		}
-		for (int64_t M : { (int64_t)16, (int64_t)4096 }) {
+		for (int64_t M : { (int64_t)16, (int64_t)256, (int64_t)4096 }) {
 			if (small_only) break;
 			double ours = time_us([&](int i) {
 				be->linear_backward_x(be, &ws[i % nours], dy, dx, M, 0);

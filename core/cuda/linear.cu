@@ -2635,7 +2635,13 @@ void cuda_linear_backward_x(arb_backend *be, const arb_tern *w, const float *dy,
 	EpArgs ep;
 	memset(&ep, 0, sizeof ep);
 	ep.out = dx; ep.ld = K; ep.acc = accumulate;
-	if (few_tiles(be, M, K) && skinny_backward_x(be, v, dy, dx, M, accumulate)) return;
+	/* h17: above 128 rows of dy the warpgroup-MMA path wins on Hopper
+	 * even with few tiles (M = 256, bench_linear: 4096^2 79.8-80.2 vs
+	 * 322.5-324.8 us, 11008 x 4096 192.3-192.8 vs 814.5-826.0, 4096 x
+	 * 11008 137.5-137.7 vs 139.4-140.9) */
+	const int wg_big = M > 128 && wg_major() == 9 && !cuda_legacy("wgmma");
+	if (few_tiles(be, M, K) && !wg_big && skinny_backward_x(be, v, dy, dx, M, accumulate))
+		return;
 	LoadRM la = { dy, N, M, N };
 	dim3 grid(cdiv(K, BN), cdiv(M, BM));
 	if (M >= 64 && cuda_legacy("gemm")) {
