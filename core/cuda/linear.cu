@@ -2543,6 +2543,12 @@ static int few_tiles(arb_backend *be, int64_t M, int64_t ncols)
 {
 	if (M < 64) return 1;
 	if (M > 256) return 0;
+	/* h17: above 128 rows the warpgroup-MMA path wins on Hopper even with
+	 * few tiles (M = 256, bench_linear: forward 4096^2 77.2-77.7 vs
+	 * 188.0-189.6 us, 4096 x 11008 183.7-189.0 vs 378.6-379.3, 11008 x 4096
+	 * 128.2-131.9 vs 160.9-162.4; backward_x 79.8-80.2 vs 322.5-324.8,
+	 * 192.3-192.8 vs 814.5-826.0, 137.5-137.7 vs 139.4-140.9) */
+	if (M > 128 && wg_major() == 9 && !cuda_legacy("wgmma")) return 0;
 	int64_t ctas = (int64_t)cdiv(ncols, BN) * cdiv(M, BM);
 	return 2 * ctas < cuda_get_priv(be)->sms;
 }
@@ -2554,12 +2560,7 @@ void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 	int64_t N = w->rows, K = w->cols;
 	/* up to 256 tokens, while the tile GEMM would have few CTAs: the skinny
 	 * kernel over 16-token chunks (grid.z) */
-	/* h17: on Hopper above 128 tokens the warpgroup-MMA path wins even
-	 * with few tiles (M = 256, bench_linear: 4096^2 77.2-77.7 vs 188.0-189.6
-	 * us, 4096 x 11008 183.7-189.0 vs 378.6-379.3, 11008 x 4096 128.2-131.9
-	 * vs 160.9-162.4) */
-	const int wg_big = M > 128 && wg_major() == 9 && !cuda_legacy("wgmma");
-	if (M > 16 && (M < 64 || (few_tiles(be, M, N) && !wg_big)) &&
+	if (M > 16 && (M < 64 || few_tiles(be, M, N)) &&
 	    skinny3_forward(be, v, x, y, M, accumulate))
 		return;
 	if (M > 16 && M < 64 && w->group_size % 16 == 0) {
@@ -2635,13 +2636,7 @@ void cuda_linear_backward_x(arb_backend *be, const arb_tern *w, const float *dy,
 	EpArgs ep;
 	memset(&ep, 0, sizeof ep);
 	ep.out = dx; ep.ld = K; ep.acc = accumulate;
-	/* h17: above 128 rows of dy the warpgroup-MMA path wins on Hopper
-	 * even with few tiles (M = 256, bench_linear: 4096^2 79.8-80.2 vs
-	 * 322.5-324.8 us, 11008 x 4096 192.3-192.8 vs 814.5-826.0, 4096 x
-	 * 11008 137.5-137.7 vs 139.4-140.9) */
-	const int wg_big = M > 128 && wg_major() == 9 && !cuda_legacy("wgmma");
-	if (few_tiles(be, M, K) && !wg_big && skinny_backward_x(be, v, dy, dx, M, accumulate))
-		return;
+	if (few_tiles(be, M, K) && skinny_backward_x(be, v, dy, dx, M, accumulate)) return;
 	LoadRM la = { dy, N, M, N };
 	dim3 grid(cdiv(K, BN), cdiv(M, BM));
 	if (M >= 64 && cuda_legacy("gemm")) {
