@@ -115,6 +115,8 @@ int main(void)
 	/* ARB_BENCH_ONLY=small: the forward at M <= 16 only (tuning runs) */
 	const char *only = getenv("ARB_BENCH_ONLY");
 	const int small_only = only && !strcmp(only, "small");
+	/* ARB_BENCH_ONLY=vote: the votes at M = 4096 only */
+	const int vote_only = only && !strcmp(only, "vote");
 	for (int s = 0; s < 3; s++) {
 		int64_t N = shapes[s][0], K = shapes[s][1];
 		/* our weights: rotate copies to exceed L2 */
@@ -127,7 +129,9 @@ int main(void)
 			snprintf(t->name, sizeof t->name, "w%d", i);
 			t->rows = N; t->cols = K; t->group_size = 32;
 			t->flags = i == 0 ? 0 : ARB_TERN_FROZEN; /* copy 0 also votes */
-			t->erule = ARB_ERULE_FROZEN; t->id = (uint32_t)i;
+			/* copy 0 votes with the scores of the residual E rule (the
+			 * epilogue's whole work: T_accum and per-group scores) */
+			t->erule = i == 0 ? ARB_ERULE_RESIDUAL : ARB_ERULE_FROZEN; t->id = (uint32_t)i;
 			if (be->tern_alloc(be, t, &err) != ARB_OK) { fprintf(stderr, "%s\n", err.msg); return 1; }
 			arb_tern_init ini = { .seed = 1, .zero_frac = 1.0 / 3.0, .const_trit = 0,
 					      .e_init = arb_e_from_fanin(K, 1.0 / 3.0), .accum_init = 0 };
@@ -156,7 +160,7 @@ int main(void)
 		float one = 1.0f, zero = 0.0f;
 		for (int mi = 0; mi < 6; mi++) {
 			int64_t M = Ms[mi];
-			if (small_only && M > 16) continue;
+			if ((small_only && M > 16) || vote_only) continue;
 			double ours = time_us([&](int i) {
 				be->linear_forward(be, &ws[i % nours], x, y, M, 0);
 			});
@@ -186,30 +190,33 @@ int main(void)
 		}
 		for (int64_t M : { (int64_t)16, (int64_t)256, (int64_t)4096 }) {
 			if (small_only) break;
-			double ours = time_us([&](int i) {
-				be->linear_backward_x(be, &ws[i % nours], dy, dx, M, 0);
-			});
-			double cub = time_us([&](int i) {
-				CKB(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, (int)K, (int)M, (int)N, &one,
-						 wb[i % ncub], CUDA_R_16BF, (int)K, dyb, CUDA_R_16BF, (int)N,
-						 &zero, dxb, CUDA_R_16BF, (int)K, CUBLAS_COMPUTE_32F,
-						 CUBLAS_GEMM_DEFAULT));
-			});
-			line("bwd_x", M, N, K, ours, cub, 0.0);
-			if (M == 4096) {
-				/* ARB_CUDA_LEGACY=prep: decode and conversion apart */
-				legacy_push("prep");
-				const double pr = time_us([&](int i) {
+			if (vote_only && M != 4096) continue;
+			if (!vote_only) {
+				const double ours = time_us([&](int i) {
 					be->linear_backward_x(be, &ws[i % nours], dy, dx, M, 0);
 				});
-				legacy_pop();
-				line("bwdpr", M, N, K, pr, cub, 0.0);
+				const double cub = time_us([&](int i) {
+					CKB(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, (int)K, (int)M, (int)N, &one,
+							 wb[i % ncub], CUDA_R_16BF, (int)K, dyb, CUDA_R_16BF, (int)N,
+							 &zero, dxb, CUDA_R_16BF, (int)K, CUBLAS_COMPUTE_32F,
+							 CUBLAS_GEMM_DEFAULT));
+				});
+				line("bwd_x", M, N, K, ours, cub, 0.0);
+				if (M == 4096) {
+					/* ARB_CUDA_LEGACY=prep: decode and conversion apart */
+					legacy_push("prep");
+					const double pr = time_us([&](int i) {
+						be->linear_backward_x(be, &ws[i % nours], dy, dx, M, 0);
+					});
+					legacy_pop();
+					line("bwdpr", M, N, K, pr, cub, 0.0);
+				}
 			}
 			arb_vote v = { .kind = ARB_VOTE_SIGN, .step = 1, .sr_R = 1, .seed = 1, .t = 0 };
-			ours = time_us([&](int i) {
+			double ours = time_us([&](int i) {
 				be->linear_vote(be, &ws[0], x, dy, M, &v);
 			}, 5);
-			cub = time_us([&](int i) {
+			double cub = time_us([&](int i) {
 				CKB(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_T, (int)K, (int)N, (int)M, &one,
 						 xb, CUDA_R_16BF, (int)K, dyb, CUDA_R_16BF, (int)N,
 						 &zero, dWb, CUDA_R_16BF, (int)K, CUBLAS_COMPUTE_32F,
@@ -224,6 +231,13 @@ int main(void)
 				}, 5);
 				legacy_pop();
 				line("votesc", M, N, K, sc, cub, 0.0);
+				/* ARB_CUDA_LEGACY=vpf: the epilogue's operands not prefetched */
+				legacy_push("vpf");
+				const double np = time_us([&](int i) {
+					be->linear_vote(be, &ws[0], x, dy, M, &v);
+				}, 5);
+				legacy_pop();
+				line("votenp", M, N, K, np, cub, 0.0);
 			}
 			if (M == 16) {
 				/* ARB_CUDA_LEGACY=vote (bf16 tile GEMM), same run: A/B */
@@ -242,7 +256,7 @@ int main(void)
 	}
 	cublasDestroy(h);
 
-	if (small_only) return 0;
+	if (small_only || vote_only) return 0;
 	/* the step of a small model's tensors: 12 of 2048 x 512 (the moe small
 	 * shape's order of size), tern_step one by one (a device wait each) vs
 	 * one tern_step_many (one wait); us per step of all 12 */

@@ -399,6 +399,13 @@ START_TEST(test_vote_large)
 	 * (ARB_CUDA_LEGACY=vsimd) */
 	run_vote(512, 600, 500, 32, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 1, 0, 0, 2);
 	run_vote(300, 640, 1000, 16, ARB_ERULE_BIGINT, ARB_VOTE_SIGN, 0, 1, 20000, 3);
+	/* K % 16 == 0: on Hopper the producer warp prefetches T_accum and the
+	 * packed windows (rows and columns past the matrix in the last tiles),
+	 * and the same without the prefetch (ARB_CUDA_LEGACY=vpf) */
+	run_vote(300, 333, 800, 12, ARB_ERULE_BIGINT, ARB_VOTE_SIGN, 1, 1, 20000, 3);
+	run_vote(260, 130, 272, 4, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 0, 0, 0, 2);
+	setenv("ARB_CUDA_LEGACY", "vpf", 1);
+	run_vote(300, 333, 800, 12, ARB_ERULE_BIGINT, ARB_VOTE_SIGN, 1, 1, 20000, 3);
 	setenv("ARB_CUDA_LEGACY", "vsimd", 1);
 	run_vote(300, 640, 1000, 16, ARB_ERULE_BIGINT, ARB_VOTE_SIGN, 0, 1, 20000, 3);
 	unsetenv("ARB_CUDA_LEGACY");

@@ -138,6 +138,7 @@ struct EpArgs {
 	uint64_t seed, stream;
 	double *parts;                                  /* sr: per-CTA sumsq */
 	int v4;                                         /* vote_apply4 allowed */
+	int pf;                                         /* vote epilogue operands prefetched */
 };
 
 #define SC_G 34 /* groups a 128-wide tile can touch (gs >= 4) */
@@ -259,12 +260,18 @@ __device__ __forceinline__ void vote_apply4(const EpArgs &ep, const vote_geom &q
 		if (hi) atomicAdd(&sc_row[q.gl0 + 1], hi);
 	}
 }
+/* barrier of the 256 threads that run a tile epilogue (named barrier 1:
+ * the producer warp of gemm_tma_kernel<.., 1> has left by then) */
+__device__ __forceinline__ void ep_sync()
+{
+	asm volatile("bar.sync 1, 256;\n" ::: "memory");
+}
 /* the shared-memory group counters of ROWS rows (from row n0, group g0) into
  * the tensor's score, one global atomic per nonzero counter */
 __device__ __forceinline__ void vote_flush(const EpArgs &ep, const int *sc, int rows, int64_t n0,
 					   int g0, int64_t N)
 {
-	__syncthreads();
+	ep_sync();
 	const int ng = ep.groups;
 	for (int e = threadIdx.x; e < rows * SC_G; e += blockDim.x) {
 		const int v = sc[e];
@@ -285,27 +292,48 @@ __device__ __forceinline__ void vote_flush(const EpArgs &ep, const int *sc, int 
  * smem: [BM][BN + 4] int8 signs, then [BM][SC_G] int scores. */
 #define EPS_LD (BN + 4)
 /* the sign votes of a BM x BN tile (rows i0.., columns j0..) whose signs
- * are in shared memory (sg [BM][EPS_LD], score counters after them): lane l
- * of warp w updates columns 4l .. 4l+3 of rows 16w .. 16w+15 */
-__device__ __forceinline__ void vote_tile_apply(unsigned char *smem, int64_t i0, int64_t j0,
-						int64_t I, int64_t J, const EpArgs &ep)
+ * are in shared memory (sg [BM][sld], score counters sc [BM][SC_G]): lane l
+ * of warp w updates columns 4l .. 4l+3 of rows 16w .. 16w+15. pf (NULL:
+ * from global memory): the tile's T_accum bytes and packed-trit windows
+ * already in shared memory (VOTE_PF layout, columns from pj0, this half at
+ * column j0 - pj0 of it) */
+#define VOTE_PF_T (BM * 256)     /* T_accum [128][256] */
+#define VOTE_PF_W 80             /* bytes of a row's packed window */
+#define VOTE_PF_BYTES (VOTE_PF_T + BM * VOTE_PF_W)
+__device__ __forceinline__ void vote_tile_apply(const int8_t *sg, int sld, int *sc, int64_t i0,
+						int64_t j0, int64_t I, int64_t J, const EpArgs &ep,
+						const unsigned char *pf = NULL, int64_t pj0 = 0)
 {
 	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-	const int8_t *sg = (const int8_t *)smem;
-	int *sc = (int *)(smem + BM * EPS_LD);
 	if (ep.score)
 		for (int e = tid; e < BM * SC_G; e += 256) sc[e] = 0;
-	__syncthreads();
+	ep_sync();
 	const vote_geom vg = vote_geom_of(ep, j0, j0 + 4 * lane, J);
 	const int v4 = ep.v4 && vg.vec && ep.step >= 1 && ep.step <= 127;
+	const int64_t kbs = pj0 / 5; /* first packed byte of the windows */
 	for (int r0 = 0; r0 < 16; r0 += 8) {
 		int8_t tv[8][4];
 		uint32_t pk[8];
 #pragma unroll
 		for (int r = 0; r < 8; r++) {
-			const int64_t n = i0 + warp * 16 + r0 + r;
+			const int il = warp * 16 + r0 + r;
+			const int64_t n = i0 + il;
 			pk[r] = 0;
-			if (n < I && vg.nk) vote_load(ep, vg, n, J, tv[r], &pk[r]);
+			if (n >= I || !vg.nk) continue;
+			if (!pf) {
+				vote_load(ep, vg, n, J, tv[r], &pk[r]);
+				continue;
+			}
+			/* prefetched: the whole word (J % 16 == 0), the window's
+			 * bytes kb0 and kb0 + 1 */
+			const uint32_t t4 = *(const uint32_t *)(pf + il * 256 + (j0 - pj0) + 4 * lane);
+#pragma unroll
+			for (int b = 0; b < 4; b++) tv[r][b] = (int8_t)(t4 >> (8 * b));
+			if (ep.score) {
+				const unsigned char *wp = pf + VOTE_PF_T + il * VOTE_PF_W +
+					((n * ep.rb + kbs) & 15) + (vg.kb0 - kbs);
+				pk[r] = wp[0] | ((vg.d0 + vg.nk > 5 ? wp[1] : 121u) << 8);
+			}
 		}
 #pragma unroll
 		for (int r = 0; r < 8; r++) {
@@ -313,13 +341,13 @@ __device__ __forceinline__ void vote_tile_apply(unsigned char *smem, int64_t i0,
 			const int64_t n = i0 + il;
 			if (n >= I || !vg.nk) continue;
 			if (v4) {
-				vote_apply4(ep, vg, n, J, *(const uint32_t *)(sg + il * EPS_LD + 4 * lane),
+				vote_apply4(ep, vg, n, J, *(const uint32_t *)(sg + il * sld + 4 * lane),
 					    tv[r], pk[r], sc + il * SC_G);
 				continue;
 			}
 			int s4[4];
 #pragma unroll
-			for (int b = 0; b < 4; b++) s4[b] = b < vg.nk ? sg[il * EPS_LD + 4 * lane + b] : 0;
+			for (int b = 0; b < 4; b++) s4[b] = b < vg.nk ? sg[il * sld + 4 * lane + b] : 0;
 			vote_apply(ep, vg, n, J, s4, tv[r], pk[r], sc + il * SC_G);
 		}
 	}
@@ -343,7 +371,7 @@ __device__ __forceinline__ void vote_sign_epilogue(const float (&acc)[4][4][4],
 				float d = acc[mi][ni][c];
 				sg[il * EPS_LD + jl] = (int8_t)((d > 0.0f) - (d < 0.0f));
 			}
-	vote_tile_apply(smem, i0, j0, I, J, ep);
+	vote_tile_apply(sg, EPS_LD, (int *)(smem + BM * EPS_LD), i0, j0, I, J, ep);
 }
 
 #include "wgmma.cuh"

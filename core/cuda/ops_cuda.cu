@@ -223,7 +223,9 @@ static arb_status c_tern_alloc(arb_backend *be, arb_tern *t, arb_error *err)
 	if (cudaMalloc(&p_, (size_t)(bytes)) != cudaSuccess) ok = 0; \
 	else CK(cudaMemset(p_, 0, (size_t)(bytes))); \
 	*(void **)&(ptr) = p_; } while (0)
-	DALLOC(t->packed, t->rows * t->row_bytes);
+	/* 16 bytes of slack: the vote GEMM's prefetch copies a row's packed
+	 * window in 16-byte units (wgmma.cuh) */
+	DALLOC(t->packed, t->rows * t->row_bytes + 16);
 	DALLOC(t->E, ng);
 	if (!(t->flags & ARB_TERN_FROZEN)) DALLOC(t->T_accum, t->rows * t->cols);
 	if (t->erule == ARB_ERULE_RESIDUAL) DALLOC(t->E_accum, ng);

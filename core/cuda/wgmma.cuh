@@ -38,6 +38,11 @@
 #define WG_LOOK (WG_STAGES - 2) /* stages in flight ahead of the one read */
 #define WG_STAGE_BYTES ((WG_BM + WG_BN) * WG_BK * 2)
 #define WG_SMEM ((size_t)WG_STAGES * WG_STAGE_BYTES + 1024)
+/* the vote epilogue: signs [WG_BM][WG_EPS_LD], then [WG_BM][SC_G] counters */
+#define WG_EPS_LD (WG_BN + 4)
+#define WG_EPS_BYTES (WG_BM * WG_EPS_LD + WG_BM * SC_G * 4)
+static_assert(WG_EPS_BYTES <= 2 * WG_STAGE_BYTES, "vote signs and counters: two stages");
+static_assert(VOTE_PF_BYTES <= WG_STAGE_BYTES, "vote prefetch: one stage");
 
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define WG_HAVE 1
@@ -91,6 +96,49 @@ __device__ __forceinline__ void wg_mma256(float *d, uint64_t da, uint64_t db)
 }
 #endif
 
+#if WG_HAVE
+__device__ __forceinline__ void mb_init(uint32_t a, unsigned int count)
+{
+	asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(a), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mb_expect(uint32_t a, unsigned int bytes)
+{
+	asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
+		     :: "r"(a), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mb_arrive(uint32_t a)
+{
+	asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" :: "r"(a) : "memory");
+}
+__device__ __forceinline__ void mb_wait(uint32_t a, unsigned int parity)
+{
+	uint32_t ok;
+	do {
+		asm volatile("{\n.reg .pred p;\n"
+			     "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+			     "selp.u32 %0, 1, 0, p;\n}\n"
+			     : "=r"(ok) : "r"(a), "r"(parity) : "memory");
+	} while (!ok);
+}
+/* box (x = k, y = row) of the 2-d tensor map into shared memory at dst */
+__device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, int x, int y,
+					 uint32_t mbar)
+{
+	asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+		     " [%0], [%1, {%2, %3}], [%4];\n"
+		     :: "r"(dst), "l"((uint64_t)map), "r"(x), "r"(y), "r"(mbar) : "memory");
+}
+/* bytes (a multiple of 16, both addresses 16-byte aligned) into shared
+ * memory at dst */
+__device__ __forceinline__ void bulk_load(uint32_t dst, const void *src, uint32_t bytes,
+					  uint32_t mbar)
+{
+	asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes"
+		     " [%0], [%1], %2, [%3];\n"
+		     :: "r"(dst), "l"((uint64_t)src), "r"(bytes), "r"(mbar) : "memory");
+}
+#endif
+
 /* raster: CTAs in order over groups of WG_GJ column tiles, all row tiles
  * of a group before the next group, so that the B tiles of the CTAs in
  * flight stay in L2 (h16: B of 11008 x 4096 is 90 MB) */
@@ -108,7 +156,8 @@ __device__ __forceinline__ void wg_tile_of(int64_t I, int64_t J, int64_t *i0, in
 /* the tile's results (d: this thread's accumulators) to their epilogue */
 template <int MODE>
 __device__ __forceinline__ void wg_epilogue(const float *d, unsigned char *sm, int64_t i0,
-					    int64_t j0, int64_t I, int64_t J, const EpArgs &ep)
+					    int64_t j0, int64_t I, int64_t J, const EpArgs &ep,
+					    const unsigned char *pf = NULL, uint32_t pf_bar = 0)
 {
 	const int tid = threadIdx.x, wg = tid >> 7, wt = tid & 127;
 	/* accumulator layout (per warpgroup, m64nN): warp w of the group owns
@@ -118,20 +167,28 @@ __device__ __forceinline__ void wg_epilogue(const float *d, unsigned char *sm, i
 	 * us in one call) */
 	const int w = wt >> 5, lane = wt & 31, g = lane >> 2, q = lane & 3;
 	if (MODE == EP_VOTE) {
-		__syncthreads(); /* every wgmma is done with the stages */
+		/* all 256 signs of a row first (the accumulators die before the
+		 * update's loads and registers), then the two 128-wide halves */
+		ep_sync(); /* every wgmma is done with the stages */
+		int8_t *sg = (int8_t *)sm;
+		int *sc = (int *)(sm + WG_BM * WG_EPS_LD);
 #pragma unroll
-		for (int h = 0; h < 2; h++) {
-			int8_t *sg = (int8_t *)sm;
+		for (int h = 0; h < 2; h++)
 #pragma unroll
 			for (int c = 0; c < 16; c++)
 #pragma unroll
 				for (int e = 0; e < 4; e++) {
 					const float v = d[64 * h + 4 * c + e];
-					sg[(wg * 64 + 16 * w + g + 8 * (e >> 1)) * EPS_LD + 8 * c + 2 * q + (e & 1)] =
-						(int8_t)((v > 0.0f) - (v < 0.0f));
+					sg[(wg * 64 + 16 * w + g + 8 * (e >> 1)) * WG_EPS_LD + 128 * h + 8 * c +
+					   2 * q + (e & 1)] = (int8_t)((v > 0.0f) - (v < 0.0f));
 				}
-			vote_tile_apply(sm, i0, j0 + 128 * h, I, J, ep);
-			__syncthreads();
+#if WG_HAVE
+		if (pf) mb_wait(pf_bar, 0); /* the prefetch has landed */
+#endif
+#pragma unroll 1
+		for (int h = 0; h < 2; h++) {
+			vote_tile_apply(sg + 128 * h, WG_EPS_LD, sc, i0, j0 + 128 * h, I, J, ep, pf, j0);
+			ep_sync();
 		}
 		return;
 	}
@@ -261,39 +318,6 @@ __global__ void __launch_bounds__(256, 1) gemm_wg_kernel(const __nv_bfloat16 *Ag
  * completes when its bytes have landed, its "empty" one when both
  * warpgroups' wgmma on it are done. No cp.async from every thread, no
  * barrier per stage. */
-#if WG_HAVE
-__device__ __forceinline__ void mb_init(uint32_t a, unsigned int count)
-{
-	asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(a), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mb_expect(uint32_t a, unsigned int bytes)
-{
-	asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
-		     :: "r"(a), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mb_arrive(uint32_t a)
-{
-	asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" :: "r"(a) : "memory");
-}
-__device__ __forceinline__ void mb_wait(uint32_t a, unsigned int parity)
-{
-	uint32_t ok;
-	do {
-		asm volatile("{\n.reg .pred p;\n"
-			     "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-			     "selp.u32 %0, 1, 0, p;\n}\n"
-			     : "=r"(ok) : "r"(a), "r"(parity) : "memory");
-	} while (!ok);
-}
-/* box (x = k, y = row) of the 2-d tensor map into shared memory at dst */
-__device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, int x, int y,
-					 uint32_t mbar)
-{
-	asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
-		     " [%0], [%1, {%2, %3}], [%4];\n"
-		     :: "r"(dst), "l"((uint64_t)map), "r"(x), "r"(y), "r"(mbar) : "memory");
-}
-#endif
 
 /* WS = 1 (EP_STORE): a ninth warp issues the copies (block of 288): the
  * consumers only wait for full stages and release them, and no warpgroup
@@ -302,11 +326,12 @@ __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, i
 template <int MODE, int WS>
 __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 	const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb,
-	int64_t I, int64_t J, int64_t ldp, EpArgs ep)
+	const __grid_constant__ CUtensorMap tt, int64_t I, int64_t J, int64_t ldp, EpArgs ep)
 {
 #if WG_HAVE
 	extern __shared__ unsigned char wg_raw[];
-	__shared__ __align__(8) uint64_t bars[2 * WG_STAGES]; /* full[s], empty[s] */
+	/* full[s], empty[s], then the vote prefetch's */
+	__shared__ __align__(8) uint64_t bars[2 * WG_STAGES + 1];
 	unsigned char *sm = (unsigned char *)(((uintptr_t)wg_raw + 1023) & ~(uintptr_t)1023);
 	const uint32_t s0 = smem_u32(sm), b0 = smem_u32(bars);
 	const int tid = threadIdx.x, wg = tid >> 7, wt = tid & 127;
@@ -326,6 +351,7 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 			mb_init(full(st), 1);
 			mb_init(empty(st), 2);
 		}
+		mb_init(b0 + 16u * WG_STAGES, 1);
 		asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 	}
 	__syncthreads();
@@ -337,6 +363,41 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 					mb_wait(empty(st), (unsigned int)(kt / WG_STAGES - 1) & 1u);
 				issue(st, kt);
 			}
+		if (MODE == EP_VOTE && ep.pf) {
+			/* the epilogue's T_accum tile and packed-trit windows into
+			 * the stage that frees first after the last copy (the one
+			 * of k step nk - 4), while the last stages are multiplied */
+			const int lane = tid & 31, st = nk % WG_STAGES;
+			if (lane == 0 && nk >= WG_STAGES)
+				mb_wait(empty(st), (unsigned int)((nk - WG_STAGES) / WG_STAGES) & 1u);
+			__syncwarp();
+			const uint32_t pb = s0 + (uint32_t)st * WG_STAGE_BYTES, pbar = b0 + 16u * WG_STAGES;
+			const int64_t kbs = j0 / 5, kbe0 = (j0 + WG_BN - 1) / 5 + 2;
+			const int64_t kbe = kbe0 < ep.rb ? kbe0 : ep.rb;
+			int64_t a[4];
+			uint32_t len[4], tot = 0;
+#pragma unroll
+			for (int u = 0; u < 4; u++) {
+				const int64_t n = i0 + lane + 32 * u;
+				len[u] = 0;
+				a[u] = 0;
+				if (n >= I || !ep.score) continue;
+				a[u] = (n * ep.rb + kbs) & ~(int64_t)15;
+				len[u] = (uint32_t)((n * ep.rb + kbe - a[u] + 15) & ~(int64_t)15);
+				tot += len[u];
+			}
+			for (int o = 16; o > 0; o >>= 1) tot += __shfl_xor_sync(0xffffffffu, tot, o);
+			if (lane == 0) {
+				mb_expect(pbar, tot + VOTE_PF_T);
+				tma_load(pb, &tt, (int)j0, (int)i0, pbar);
+			}
+			__syncwarp();
+#pragma unroll
+			for (int u = 0; u < 4; u++)
+				if (len[u])
+					bulk_load(pb + VOTE_PF_T + (uint32_t)(lane + 32 * u) * VOTE_PF_W,
+						  ep.packed + a[u], len[u], pbar);
+		}
 		return;
 	}
 	if (!WS && tid == 0)
@@ -371,9 +432,16 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 	asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 #pragma unroll
 	for (int r = 0; r < 128; r++) asm volatile("" : "+f"(d[r]) :: "memory");
-	wg_epilogue<MODE>(d, sm, i0, j0, I, J, ep);
+	if (MODE == EP_VOTE && WS && ep.pf)
+		/* signs and counters (two stages' room) in the two stages
+		 * below or above the prefetched one */
+		wg_epilogue<MODE>(d, sm + (nk % WG_STAGES < 2 ? 2 * WG_STAGE_BYTES : 0), i0, j0, I,
+				  J, ep, sm + (size_t)(nk % WG_STAGES) * WG_STAGE_BYTES,
+				  b0 + 16u * WG_STAGES);
+	else
+		wg_epilogue<MODE>(d, sm, i0, j0, I, J, ep);
 #else
-	(void)ta; (void)tb; (void)I; (void)J; (void)ldp; (void)ep;
+	(void)ta; (void)tb; (void)tt; (void)I; (void)J; (void)ldp; (void)ep;
 	__trap();
 #endif
 }
@@ -429,6 +497,23 @@ static int wg_map(CUtensorMap *m, const __nv_bfloat16 *p, int64_t rows, int64_t 
 	       CUDA_SUCCESS;
 }
 
+/* tensor map of the int8 T_accum [rows][cols] in boxes of 256 columns x 128
+ * rows, unswizzled (the vote epilogue's prefetch); 0 where cols or the base
+ * is not 16-byte aligned */
+static int wg_map_t(CUtensorMap *m, const int8_t *T, int64_t rows, int64_t cols)
+{
+	wg_encode_fn enc = wg_encoder();
+	if (!enc || (cols & 15) || ((uintptr_t)T & 15) || rows > 0x7fffffff || cols > 0x7fffffff)
+		return 0;
+	const cuuint64_t dim[2] = { (cuuint64_t)cols, (cuuint64_t)rows };
+	const cuuint64_t stride[1] = { (cuuint64_t)cols };
+	const cuuint32_t box[2] = { WG_BN, WG_BM }, es[2] = { 1, 1 };
+	return enc(m, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, (void *)T, dim, stride, box, es,
+		   CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+		   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
+	       CUDA_SUCCESS;
+}
+
 /* 1 when kernel k has sm_90a machine code (a build without it would run
  * the portable PTX, whose body traps) */
 static int wg_usable(const void *k)
@@ -457,16 +542,24 @@ static int wg_launch(const __nv_bfloat16 *A, const __nv_bfloat16 *B, int64_t I, 
 	if (!ok_tma) ok_tma = wg_usable((const void *)gemm_tma_kernel<MODE, 0>) ? 1 : -1;
 	static int ok_ws = 0;
 	if (!ok_ws)
-		ok_ws = MODE == EP_STORE && wg_usable((const void *)gemm_tma_kernel<EP_STORE, 1>) ?
-			1 : -1;
+		ok_ws = MODE != EP_MEASURE && wg_usable((const void *)gemm_tma_kernel<MODE, 1>) ? 1 : -1;
 	const unsigned int grid = cdiv(J, WG_BN) * cdiv(I, WG_BM);
-	CUtensorMap ma, mb;
+	CUtensorMap ma, mb, mt;
 	if (ok_tma > 0 && !cuda_legacy("tma") && wg_map(&ma, A, I, ldp, WG_BM) &&
 	    wg_map(&mb, B, J, ldp, WG_BN)) {
-		if (MODE == EP_STORE && ok_ws > 0 && !cuda_legacy("wspec"))
-			gemm_tma_kernel<EP_STORE, 1><<<grid, 288, WG_SMEM>>>(ma, mb, I, J, ldp, ep);
-		else
-			gemm_tma_kernel<MODE, 0><<<grid, 256, WG_SMEM>>>(ma, mb, I, J, ldp, ep);
+		if (MODE == EP_STORE && ok_ws > 0 && !cuda_legacy("wspec")) {
+			gemm_tma_kernel<EP_STORE, 1><<<grid, 288, WG_SMEM>>>(ma, mb, ma, I, J, ldp, ep);
+		} else if (MODE == EP_VOTE && ok_ws > 0 && !cuda_legacy("vpf") &&
+			   wg_map_t(&mt, ep.T, I, J)) {
+			/* the producer warp also prefetches the epilogue's
+			 * operands (the packed windows may read up to 15 bytes
+			 * past the last row: c_tern_alloc's slack) */
+			EpArgs e2 = ep;
+			e2.pf = 1;
+			gemm_tma_kernel<EP_VOTE, 1><<<grid, 288, WG_SMEM>>>(ma, mb, mt, I, J, ldp, e2);
+		} else {
+			gemm_tma_kernel<MODE, 0><<<grid, 256, WG_SMEM>>>(ma, mb, ma, I, J, ldp, ep);
+		}
 		CK_LAUNCH(gemm_tma);
 		return 1;
 	}
