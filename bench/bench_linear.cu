@@ -238,6 +238,13 @@ int main(void)
 				}, 5);
 				legacy_pop();
 				line("votenp", M, N, K, np, cub, 0.0);
+				/* ARB_CUDA_LEGACY=vf8: bf16 operands instead of fp8 */
+				legacy_push("vf8");
+				const double bf = time_us([&](int i) {
+					be->linear_vote(be, &ws[0], x, dy, M, &v);
+				}, 5);
+				legacy_pop();
+				line("votebf", M, N, K, bf, cub, 0.0);
 			}
 			if (M == 16) {
 				/* ARB_CUDA_LEGACY=vote (bf16 tile GEMM), same run: A/B */

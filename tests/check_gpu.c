@@ -3,7 +3,8 @@
  *
  * Integer state (trits, E, T_accum, E_accum, corr, score, steps, rms_log2,
  * step stats) must be exactly equal after several vote + step rounds; the
- * inputs are dyadic (k/16) so every partial sum is exact in fp32 and bf16 and
+ * inputs are dyadic (k/16, |k| <= 16: at most four significant bits) so
+ * every value is exact in bf16 and fp8 e4m3, every partial sum in fp32, and
  * every vote has the same sign on both backends. Float outputs:
  *   linear fwd / bwd on dyadic inputs: exact up to 1e-6 relative;
  *   linear fwd / bwd on uniform floats: bf16 operands, ||gpu-cpu||/||cpu|| < 1e-2;
@@ -295,6 +296,9 @@ static void cmp_stats(const char *ctx, const arb_step_stats *a, const arb_step_s
 		      (long long)b->capped, (long long)b->e_changes, (long long)b->zeros);
 }
 
+/* round r's inputs times g_amp[r] (powers of two; NULL: 1) */
+static const float *g_amp;
+
 static void run_vote(int64_t M, int64_t N, int64_t K, int gs, int erule, int kind,
 		     int reset, int order, int64_t cap_ppm, int rounds)
 {
@@ -310,6 +314,10 @@ static void run_vote(int64_t M, int64_t N, int64_t K, int gs, int erule, int kin
 			 (long long)cap_ppm, r);
 		arb_test_fill_dyadic(x, (size_t)(M * K), 100 + r);
 		arb_test_fill_dyadic(dy, (size_t)(M * N), 200 + r);
+		if (g_amp) {
+			for (int64_t i = 0; i < M * K; i++) x[i] *= g_amp[r];
+			for (int64_t i = 0; i < M * N; i++) dy[i] *= g_amp[r];
+		}
 		gpu->upload(gpu, dX, x, (size_t)(M * K) * 4);
 		gpu->upload(gpu, dDY, dy, (size_t)(M * N) * 4);
 		arb_vote v = { .kind = kind, .step = 1 + r % 2, .sr_R = 2, .seed = 99, .t = (uint64_t)r };
@@ -408,6 +416,27 @@ START_TEST(test_vote_large)
 	run_vote(300, 333, 800, 12, ARB_ERULE_BIGINT, ARB_VOTE_SIGN, 1, 1, 20000, 3);
 	setenv("ARB_CUDA_LEGACY", "vsimd", 1);
 	run_vote(300, 640, 1000, 16, ARB_ERULE_BIGINT, ARB_VOTE_SIGN, 0, 1, 20000, 3);
+	unsetenv("ARB_CUDA_LEGACY");
+}
+END_TEST
+
+/* the sign vote on fp8 operands (Hopper, M >= 256), whose scale comes from
+ * the last vote's |max|: the first vote (no last one: pass 1 redoes every
+ * tile), a second call of the same step (the last scale fits), |max| twice
+ * and a quarter of the last (the stale scale kept, dyadic values still
+ * exact), 1024 times (values past 448: redone) and 2^-12 times (below 1/16
+ * of the last: redone) -- every state exactly the CPU's; then the bf16
+ * operands (ARB_CUDA_LEGACY=vf8) on the same shapes */
+START_TEST(test_vote_f8)
+{
+	static const float amp[5] = { 1.0f, 2.0f, 0.25f, 1024.0f, 1.0f / 4096.0f };
+	g_amp = amp;
+	run_vote(300, 333, 800, 12, ARB_ERULE_BIGINT, ARB_VOTE_SIGN, 1, 1, 20000, 5);
+	run_vote(512, 600, 500, 32, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 0, 0, 0, 5);
+	g_amp = NULL;
+	setenv("ARB_CUDA_LEGACY", "vf8", 1);
+	run_vote(300, 333, 800, 12, ARB_ERULE_BIGINT, ARB_VOTE_SIGN, 1, 1, 20000, 3);
+	run_vote(512, 600, 500, 32, ARB_ERULE_RESIDUAL, ARB_VOTE_SIGN, 0, 0, 0, 2);
 	unsetenv("ARB_CUDA_LEGACY");
 }
 END_TEST
@@ -758,6 +787,7 @@ Suite *suite_gpu(void)
 		{ "vote_legacy", test_vote_legacy },
 		{ "bwdx_legacy", test_bwdx_legacy },
 		{ "vote_tile", test_vote_tile },
+		{ "vote_f8", test_vote_f8 },
 		{ "step_frozen", test_step_frozen },
 		{ "step_many", test_step_many },
 		{ "step_batch", test_step_batch },

@@ -33,6 +33,12 @@ typedef struct tern_ws {
 	unsigned long long cand;      /* step: candidates counted first */
 	int rms_now;                  /* rms_log2 measured this call */
 	int pad;
+	/* fp8 vote operands (dy, x): the last vote's |max| (0: none yet) sets
+	 * this vote's scale; this vote's |max| (float bits, atomicMax) and
+	 * whether the stale scale did not fit (linear.cu, to_f8_t_kernel) */
+	float f8_amax[2];
+	unsigned int f8_now[2];
+	int f8_redo[2];
 } tern_ws;
 
 /* backend-private state */

@@ -29,6 +29,7 @@
  * dyadic test inputs and for power-of-two scales), products summed in fp32.
  */
 #include <string.h>
+#include <cuda_fp8.h>
 #include "common.cuh"
 
 #define BM 128
@@ -139,6 +140,7 @@ struct EpArgs {
 	double *parts;                                  /* sr: per-CTA sumsq */
 	int v4;                                         /* vote_apply4 allowed */
 	int pf;                                         /* vote epilogue operands prefetched */
+	tern_ws *f8;                                    /* fp8 vote: scale state to roll */
 };
 
 #define SC_G 34 /* groups a 128-wide tile can touch (gs >= 4) */
@@ -273,7 +275,8 @@ __device__ __forceinline__ void vote_flush(const EpArgs &ep, const int *sc, int 
 {
 	ep_sync();
 	const int ng = ep.groups;
-	for (int e = threadIdx.x; e < rows * SC_G; e += blockDim.x) {
+#pragma unroll 1
+	for (int e = threadIdx.x; e < rows * SC_G; e += 256) { /* the 256 epilogue threads */
 		const int v = sc[e];
 		if (!v) continue;
 		const int64_t n = n0 + e / SC_G;
@@ -2396,6 +2399,110 @@ static int skinny_backward_x(arb_backend *be, const tern_view &v, const float *d
 }
 
 /* two workspaces carved from the backend scratch */
+/* ---------------------------------------------------------------------------
+ * fp8 operands of the sign vote (Hopper, M >= 256): dy^T and x^T in e4m3,
+ * each scaled by a power of two, which changes no sign of dW and, inside
+ * the e4m3 normal range, no rounding either: a sum of products of the
+ * rounded values, twice the tensor-core rate of bf16.
+ * The scale comes from the last vote's |max| of the same operand (tern_ws),
+ * so the conversion is one pass; it records this |max| and, where a value
+ * went past 448 (or there was no last vote), asks for pass 1, which does
+ * the tile again with the exact scale; pass 1 also redoes it when this
+ * |max| fell below 1/16 of the last (precision). The vote GEMM's block 0
+ * rolls the state over. */
+__device__ __forceinline__ float f8_scale(float a, int exact)
+{
+	if (!(a > 0.0f) || isinf(a)) return 1.0f;
+	int ex;
+	frexpf(a, &ex); /* a in [2^(ex-1), 2^ex) */
+	/* a * 2^e in [128, 256) (exact) or [64, 128) (stale: headroom) */
+	int e = (exact ? 8 : 7) - ex;
+	e = e < -126 ? -126 : (e > 126 ? 126 : e);
+	return ldexpf(1.0f, e);
+}
+/* the two operands of one vote: src fp32 [rows][cols[t]] -> dst[t] e4m3
+ * [cols[t]][ldp] (rows past `rows` zero) */
+struct f8_job {
+	const float *src[2];
+	uint8_t *dst[2];
+	int64_t cols[2], rows, ldp;
+	int tiles[2], tx[2]; /* 128 x 64 tiles, of them across the columns */
+};
+/* pass 0: one tile per block (blockIdx.y: the operand); pass 1: a small
+ * grid that leaves at once unless the operand needs redoing, then strides
+ * over its tiles. Block 32 x 8; a tile's 128 rows x 64 columns through
+ * shared memory, each thread writing bytes of rows tx + 32 j of the output
+ * row (32-byte runs, no bank conflict) */
+__global__ void __launch_bounds__(256) to_f8_t_kernel(f8_job jb, tern_ws *ws, int pass)
+{
+	const int t = blockIdx.y;
+	const float prev = ws->f8_amax[t];
+	float sc;
+	if (pass == 0) {
+		sc = f8_scale(prev, 0);
+	} else {
+		const float now = __uint_as_float(ws->f8_now[t]);
+		if (!ws->f8_redo[t] && !(now * 16.0f < prev)) return;
+		sc = f8_scale(now, 1);
+	}
+	__shared__ float tl[128][65];
+	__shared__ float red[8];
+	const float *src = jb.src[t];
+	uint8_t *dst = jb.dst[t];
+	const int64_t cols = jb.cols[t], rows = jb.rows, ldp = jb.ldp;
+	const int tx = threadIdx.x, ty = threadIdx.y;
+	const int vec = (cols & 1) == 0 && ((uintptr_t)src & 7) == 0;
+	float mx = 0.0f;
+	int over = 0;
+	for (int tile = blockIdx.x; tile < jb.tiles[t]; tile += gridDim.x) {
+		const int64_t r0 = (int64_t)(tile / jb.tx[t]) * 128, c0 = (int64_t)(tile % jb.tx[t]) * 64;
+		float2 v[16];
+#pragma unroll
+		for (int u = 0; u < 16; u++) {
+			const int64_t r = r0 + ty + 8 * u, c = c0 + 2 * tx;
+			v[u] = make_float2(0.0f, 0.0f);
+			if (r < rows) {
+				const float *p = src + r * cols + c;
+				if (vec && c + 1 < cols) {
+					v[u] = __ldg((const float2 *)p);
+				} else {
+					if (c < cols) v[u].x = __ldg(p);
+					if (c + 1 < cols) v[u].y = __ldg(p + 1);
+				}
+			}
+		}
+		if (tile != (int)blockIdx.x) __syncthreads(); /* the last tile is read */
+#pragma unroll
+		for (int u = 0; u < 16; u++) {
+			tl[ty + 8 * u][2 * tx] = v[u].x;
+			tl[ty + 8 * u][2 * tx + 1] = v[u].y;
+			mx = fmaxf(mx, fmaxf(fabsf(v[u].x), fabsf(v[u].y)));
+		}
+		__syncthreads();
+		for (int i = ty; i < 64; i += 8) {
+			const int64_t c = c0 + i;
+			if (c >= cols) continue;
+#pragma unroll
+			for (int j = 0; j < 4; j++) {
+				const int64_t r = r0 + tx + 32 * j;
+				if (r >= ldp) continue;
+				const float a = tl[tx + 32 * j][i] * sc;
+				over |= fabsf(a) > 448.0f;
+				dst[c * ldp + r] = (uint8_t)__nv_cvt_float_to_fp8(a, __NV_SATFINITE, __NV_E4M3);
+			}
+		}
+	}
+	if (pass) return;
+	if (over || !(prev > 0.0f)) ws->f8_redo[t] = 1;
+	for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+	if (tx == 0) red[ty] = mx;
+	__syncthreads();
+	if (tx == 0 && ty == 0) {
+		for (int w = 1; w < 8; w++) mx = fmaxf(mx, red[w]);
+		if (mx > 0.0f) atomicMax(&ws->f8_now[t], __float_as_uint(mx));
+	}
+}
+
 static __nv_bfloat16 *gs_ws(arb_backend *be, int64_t na, int64_t nb, __nv_bfloat16 **b)
 {
 	size_t a2 = ((size_t)na * 2 + 255) & ~(size_t)255;
@@ -2728,6 +2835,28 @@ void cuda_linear_vote(arb_backend *be, arb_tern *w, const float *x, const float 
 		dim3 dg(cdiv(K, DV_K), cdiv(N, DV_ROWS));
 		vote_direct_kernel<<<dg, 256>>>(x, dy, (int)M, N, K, ep);
 		CK_LAUNCH(vote_direct);
+		return;
+	}
+	if (!sr && M >= 256 && !cuda_legacy("vf8") && wg_f8_ok()) {
+		/* dy^T [N][l8] and x^T [K][l8] in fp8 e4m3, then the GEMM */
+		const int64_t l8 = (M + 15) & ~(int64_t)15;
+		const size_t na = ((size_t)(N * l8) + 255) & ~(size_t)255;
+		uint8_t *a8 = (uint8_t *)cuda_scratch(be, na + (size_t)(K * l8)), *b8 = a8 + na;
+		f8_job jb;
+		jb.src[0] = dy; jb.src[1] = x;
+		jb.dst[0] = a8; jb.dst[1] = b8;
+		jb.cols[0] = N; jb.cols[1] = K;
+		jb.rows = M; jb.ldp = l8;
+		for (int t = 0; t < 2; t++) {
+			jb.tx[t] = (int)cdiv(jb.cols[t], 64);
+			jb.tiles[t] = jb.tx[t] * (int)cdiv(l8, 128);
+		}
+		const int most = jb.tiles[0] > jb.tiles[1] ? jb.tiles[0] : jb.tiles[1];
+		to_f8_t_kernel<<<dim3(most, 2), dim3(32, 8)>>>(jb, ws, 0);
+		to_f8_t_kernel<<<dim3(most < 264 ? most : 264, 2), dim3(32, 8)>>>(jb, ws, 1);
+		CK_LAUNCH(vote_f8);
+		ep.f8 = ws;
+		wg_launch_f8(a8, b8, N, K, l8, ep);
 		return;
 	}
 	/* dy^T [N][ldp] and x^T [K][ldp] in bf16, then the pipelined GEMM */

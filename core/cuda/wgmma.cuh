@@ -60,39 +60,47 @@ __device__ __forceinline__ uint64_t wg_desc(uint32_t saddr)
 	       ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
 }
 
-/* d[128] += A (64 x 16) B^T (16 x 256): one warpgroup */
+/* d[128] += A (64 x 16) B^T (16 x 256) in bf16, or (F8) A (64 x 32) B^T
+ * (32 x 256) in fp8 e4m3: one warpgroup; both read 32 bytes of each row */
+#define WG_D128 \
+	"{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,\n" \
+	"%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,\n" \
+	"%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,\n" \
+	"%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63,\n" \
+	"%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79,\n" \
+	"%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95,\n" \
+	"%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111,\n" \
+	"%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}"
+#define WG_D128_OUT(d) \
+	  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+	  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+	  "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+	  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
+	  "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
+	  "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+	  "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
+	  "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), \
+	  "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), \
+	  "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), \
+	  "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), \
+	  "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), \
+	  "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), \
+	  "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), \
+	  "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), \
+	  "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+template <int F8 = 0>
 __device__ __forceinline__ void wg_mma256(float *d, uint64_t da, uint64_t db)
 {
-	asm volatile("{\n"
-		     ".reg .pred p;\n"
-		     "setp.ne.b32 p, 1, 0;\n"
-		     "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
-		     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,\n"
-		     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,\n"
-		     "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,\n"
-		     "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63,\n"
-		     "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79,\n"
-		     "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95,\n"
-		     "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111,\n"
-		     "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 0;\n"
-		     "}\n"
-		: "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-		  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-		  "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-		  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-		  "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-		  "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-		  "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-		  "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
-		  "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
-		  "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
-		  "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
-		  "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
-		  "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
-		  "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
-		  "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
-		  "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
-		: "l"(da), "l"(db));
+	if (F8)
+		asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+			     "wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3 " WG_D128
+			     ", %128, %129, p, 1, 1;\n}\n"
+			     : WG_D128_OUT(d) : "l"(da), "l"(db));
+	else
+		asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+			     "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 " WG_D128
+			     ", %128, %129, p, 1, 1, 0, 0;\n}\n"
+			     : WG_D128_OUT(d) : "l"(da), "l"(db));
 }
 #endif
 
@@ -323,7 +331,7 @@ __global__ void __launch_bounds__(256, 1) gemm_wg_kernel(const __nv_bfloat16 *Ag
  * consumers only wait for full stages and release them, and no warpgroup
  * waits for the other's release before its next wgmma (WS = 0: thread 0
  * of warpgroup 0 refills a stage once both released it) */
-template <int MODE, int WS>
+template <int MODE, int WS, int F8 = 0>
 __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 	const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb,
 	const __grid_constant__ CUtensorMap tt, int64_t I, int64_t J, int64_t ldp, EpArgs ep)
@@ -337,14 +345,15 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 	const int tid = threadIdx.x, wg = tid >> 7, wt = tid & 127;
 	int64_t i0, j0;
 	wg_tile_of(I, J, &i0, &j0);
-	const int nk = (int)((ldp + WG_BK - 1) / WG_BK);
+	const int bke = F8 ? 2 * WG_BK : WG_BK; /* k per stage: 128 bytes a row */
+	const int nk = (int)((ldp + bke - 1) / bke);
 	auto full = [&](int st) { return b0 + 8u * (uint32_t)st; };
 	auto empty = [&](int st) { return b0 + 8u * (uint32_t)(WG_STAGES + st); };
 	auto issue = [&](int st, int kt) {
 		const uint32_t sb = s0 + (uint32_t)st * WG_STAGE_BYTES;
 		mb_expect(full(st), WG_STAGE_BYTES);
-		tma_load(sb, &ta, kt * WG_BK, (int)i0, full(st));
-		tma_load(sb + WG_BM * 128, &tb, kt * WG_BK, (int)j0, full(st));
+		tma_load(sb, &ta, kt * bke, (int)i0, full(st));
+		tma_load(sb + WG_BM * 128, &tb, kt * bke, (int)j0, full(st));
 	};
 	if (tid == 0) {
 		for (int st = 0; st < WG_STAGES; st++) {
@@ -353,6 +362,16 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 		}
 		mb_init(b0 + 16u * WG_STAGES, 1);
 		asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+		if (F8 && blockIdx.x == 0 && ep.f8) {
+			/* the conversions of this vote are done (stream order) and
+			 * nothing reads their state until the next: this vote's
+			 * |max| becomes the next one's scale */
+			for (int t = 0; t < 2; t++) {
+				ep.f8->f8_amax[t] = __uint_as_float(ep.f8->f8_now[t]);
+				ep.f8->f8_now[t] = 0;
+				ep.f8->f8_redo[t] = 0;
+			}
+		}
 	}
 	__syncthreads();
 	if (WS && tid >= 256) {
@@ -413,7 +432,7 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 		asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
 		for (int kk = 0; kk < WG_BK / 16; kk++)
-			wg_mma256(d, wg_desc(sa + 32 * kk), wg_desc(sbb + 32 * kk));
+			wg_mma256<F8>(d, wg_desc(sa + 32 * kk), wg_desc(sbb + 32 * kk));
 		asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 		asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
 #pragma unroll
@@ -481,17 +500,18 @@ static wg_encode_fn wg_encoder(void)
 	}
 	return fn;
 }
-/* tensor map of a bf16 [rows][ldp] matrix read in boxes of 64 columns x
- * box_rows rows, 128-byte swizzled, zeros outside */
-static int wg_map(CUtensorMap *m, const __nv_bfloat16 *p, int64_t rows, int64_t ldp,
-		  unsigned int box_rows)
+/* tensor map of a bf16 (f8: fp8 e4m3) [rows][ldp] matrix read in boxes of
+ * 128 bytes x box_rows rows, 128-byte swizzled, zeros outside */
+static int wg_map(CUtensorMap *m, const void *p, int64_t rows, int64_t ldp,
+		  unsigned int box_rows, int f8 = 0)
 {
 	wg_encode_fn enc = wg_encoder();
 	if (!enc || rows > 0x7fffffff || ldp > 0x7fffffff) return 0;
 	const cuuint64_t dim[2] = { (cuuint64_t)ldp, (cuuint64_t)rows };
-	const cuuint64_t stride[1] = { (cuuint64_t)ldp * 2 };
-	const cuuint32_t box[2] = { WG_BK, box_rows }, es[2] = { 1, 1 };
-	return enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)p, dim, stride, box, es,
+	const cuuint64_t stride[1] = { (cuuint64_t)ldp * (f8 ? 1 : 2) };
+	const cuuint32_t box[2] = { (cuuint32_t)(f8 ? 2 * WG_BK : WG_BK), box_rows }, es[2] = { 1, 1 };
+	return enc(m, f8 ? CU_TENSOR_MAP_DATA_TYPE_UINT8 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
+		   (void *)p, dim, stride, box, es,
 		   CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
 		   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
 	       CUDA_SUCCESS;
@@ -566,6 +586,31 @@ static int wg_launch(const __nv_bfloat16 *A, const __nv_bfloat16 *B, int64_t I, 
 	if (ok_cp < 0) return 0;
 	gemm_wg_kernel<MODE><<<grid, 256, WG_SMEM>>>(A, B, I, J, ldp, ep);
 	CK_LAUNCH(gemm_wg);
+	return 1;
+}
+
+/* the sign-vote GEMM on fp8 e4m3 operands A [I][ldp], B [J][ldp] (bytes,
+ * K-major, ldp a multiple of 16) with the producer warp's prefetch
+ * (wg_f8_ok: this device and binary have it) */
+static int wg_f8_ok(void)
+{
+	if (wg_major() != 9 || cuda_legacy("wgmma") || cuda_legacy("tma") || !wg_encoder())
+		return 0;
+	static int ok = 0;
+	if (!ok) ok = wg_usable((const void *)gemm_tma_kernel<EP_VOTE, 1, 1>) ? 1 : -1;
+	return ok > 0;
+}
+static int wg_launch_f8(const uint8_t *A, const uint8_t *B, int64_t I, int64_t J, int64_t ldp,
+			const EpArgs &ep)
+{
+	CUtensorMap ma, mb, mt;
+	if (!wg_f8_ok() || !wg_map(&ma, A, I, ldp, WG_BM, 1) || !wg_map(&mb, B, J, ldp, WG_BN, 1))
+		return 0;
+	EpArgs e2 = ep;
+	e2.pf = !cuda_legacy("vpf") && wg_map_t(&mt, ep.T, I, J);
+	const unsigned int grid = cdiv(J, WG_BN) * cdiv(I, WG_BM);
+	gemm_tma_kernel<EP_VOTE, 1, 1><<<grid, 288, WG_SMEM>>>(ma, mb, e2.pf ? mt : ma, I, J, ldp, e2);
+	CK_LAUNCH(gemm_tma_f8);
 	return 1;
 }
 
