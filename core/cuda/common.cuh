@@ -127,8 +127,12 @@ void cuda_attention_backward(arb_backend *be, const float *q, const float *k,
 			     const float *dout, float *dq, float *dk, float *dv,
 			     int B, int T, int H, int hd);
 
-/* ARB_CUDA_LEGACY=step,skinny,gemv,gemm,wgmma,tma,vote,bwdx (any subset) selects the previous kernels
- * of that family: for A/B timing and for bisecting a GPU-suite failure */
+/* ARB_CUDA_LEGACY=<keys> (any subset, comma separated) selects the previous
+ * kernels of a family: for A/B timing and for bisecting a GPU-suite failure.
+ * Keys: step skinny gemv gemm wgmma tma vote bwdx fwd16 prep wspec vsimd vpf
+ * vf8 (vf8: the sign vote's bf16 operands instead of fp8 e4m3; vpf: its
+ * epilogue without the producer warp's prefetch). Matched by strstr: no key
+ * may contain another. */
 #include <stdlib.h>
 #include <string.h>
 static inline int cuda_legacy(const char *what)
