@@ -223,38 +223,22 @@ int main(void)
 						 CUBLAS_GEMM_DEFAULT));
 			}, 5);
 			line("vote", M, N, K, ours, cub, M == 4096 ? 0.7 : 0.0);
+			/* A/B lines, same run: the vote with one family back at its
+			 * previous kernel */
+			auto vab = [&](const char *name, const char *legacy) {
+				legacy_push(legacy);
+				const double us = time_us([&](int i) {
+					be->linear_vote(be, &ws[0], x, dy, M, &v);
+				}, 5);
+				legacy_pop();
+				line(name, M, N, K, us, cub, 0.0);
+			};
 			if (M == 4096) {
-				/* ARB_CUDA_LEGACY=vsimd: the per-weight epilogue loop */
-				legacy_push("vsimd");
-				const double sc = time_us([&](int i) {
-					be->linear_vote(be, &ws[0], x, dy, M, &v);
-				}, 5);
-				legacy_pop();
-				line("votesc", M, N, K, sc, cub, 0.0);
-				/* ARB_CUDA_LEGACY=vpf: the epilogue's operands not prefetched */
-				legacy_push("vpf");
-				const double np = time_us([&](int i) {
-					be->linear_vote(be, &ws[0], x, dy, M, &v);
-				}, 5);
-				legacy_pop();
-				line("votenp", M, N, K, np, cub, 0.0);
-				/* ARB_CUDA_LEGACY=vf8: bf16 operands instead of fp8 */
-				legacy_push("vf8");
-				const double bf = time_us([&](int i) {
-					be->linear_vote(be, &ws[0], x, dy, M, &v);
-				}, 5);
-				legacy_pop();
-				line("votebf", M, N, K, bf, cub, 0.0);
+				vab("votesc", "vsimd"); /* the per-weight epilogue loop */
+				vab("votenp", "vpf");   /* the epilogue's operands not prefetched */
+				vab("votebf", "vf8");   /* bf16 operands instead of fp8 */
 			}
-			if (M == 16) {
-				/* ARB_CUDA_LEGACY=vote (bf16 tile GEMM), same run: A/B */
-				legacy_push("vote");
-				double old_us = time_us([&](int i) {
-					be->linear_vote(be, &ws[0], x, dy, M, &v);
-				}, 5);
-				legacy_pop();
-				line("voteold", M, N, K, old_us, cub, 0.0);
-			}
+			if (M == 16) vab("voteold", "vote"); /* the bf16 tile GEMM */
 		}
 		for (int i = 0; i < nours; i++) be->tern_free(be, &ws[i]);
 		for (int i = 0; i < ncub; i++) CKC(cudaFree(wb[i]));
