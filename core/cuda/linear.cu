@@ -2856,8 +2856,8 @@ void cuda_linear_vote(arb_backend *be, arb_tern *w, const float *x, const float 
 		to_f8_t_kernel<<<dim3(most < 264 ? most : 264, 2), dim3(32, 8)>>>(jb, ws, 1);
 		CK_LAUNCH(vote_f8);
 		ep.f8 = ws;
-		wg_launch_f8(a8, b8, N, K, l8, ep);
-		return;
+		if (wg_launch_f8(a8, b8, N, K, l8, ep)) return;
+		ep.f8 = NULL; /* no tensor map for these operands: bf16 below */
 	}
 	/* dy^T [N][ldp] and x^T [K][ldp] in bf16, then the pipelined GEMM */
 	int64_t ldp = pad8(M);

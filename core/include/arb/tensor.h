@@ -172,6 +172,11 @@ int arb_e_from_fanin(int64_t fan_in, double zero_frac);
  *   A positive gradient therefore lowers T_accum and moves the trit
  *   toward -1.
  *   If score != NULL: score[r][g] += sign(dW) * t   (t before any flip)
+ * The CPU computes dW in fp32. The CUDA backend multiplies bf16 copies of dy
+ * and x; on Hopper a sign vote over M >= 256 rows multiplies fp8 e4m3 copies
+ * scaled by powers of two (no sign depends on the scale; fp32 accumulators).
+ * The GPU's sign can therefore differ from the CPU's only where |dW| is
+ * within the operands' rounding of zero.
  */
 typedef enum arb_vote_kind { ARB_VOTE_SIGN = 0, ARB_VOTE_SR = 1 } arb_vote_kind;
 
