@@ -2853,6 +2853,7 @@ void cuda_linear_vote(arb_backend *be, arb_tern *w, const float *x, const float 
 		}
 		const int most = jb.tiles[0] > jb.tiles[1] ? jb.tiles[0] : jb.tiles[1];
 		to_f8_t_kernel<<<dim3(most, 2), dim3(32, 8)>>>(jb, ws, 0);
+		/* pass 1: two blocks per SM of H100 at most (mostly it leaves at once) */
 		to_f8_t_kernel<<<dim3(most < 264 ? most : 264, 2), dim3(32, 8)>>>(jb, ws, 1);
 		CK_LAUNCH(vote_f8);
 		ep.f8 = ws;

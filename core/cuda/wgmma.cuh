@@ -14,13 +14,17 @@
  * ARB_CUDA_LEGACY=tma and for a runtime without the tensor-map encoder,
  * with 16-byte cp.async from every thread and a barrier per stage.
  *
+ * F8 = 1 (sign votes only): fp8 e4m3 operands, the same 128 bytes a row
+ * per stage (128 of k) and m64n256k32.
+ *
  * Epilogues: EP_STORE (forward, backward_x) and EP_VOTE for sign votes
- * (the signs of each 128 x 128 half go through shared memory to the same
- * T_accum / score update as the mma.sync kernel's tiles). The mma.sync
+ * (the tile's signs go through shared memory to the same T_accum / score
+ * update as the mma.sync kernel's tiles, 128 columns at a time; the
+ * producer warp prefetches the update's operands). The mma.sync
  * kernel in linear.cu stays for every other GPU, for sr votes and for
  * ARB_CUDA_LEGACY=wgmma. Included by linear.cu (its epilogue helpers).
- * Correctness: tests/check_gpu.c (linear_large, vote_large, vote_tile:
- * exact against the CPU reference).
+ * Correctness: tests/check_gpu.c (linear_large, vote_large, vote_tile,
+ * vote_f8: exact against the CPU reference).
  */
 #ifndef ARB_CUDA_WGMMA_CUH
 #define ARB_CUDA_WGMMA_CUH
@@ -327,10 +331,11 @@ __global__ void __launch_bounds__(256, 1) gemm_wg_kernel(const __nv_bfloat16 *Ag
  * warpgroups' wgmma on it are done. No cp.async from every thread, no
  * barrier per stage. */
 
-/* WS = 1 (EP_STORE): a ninth warp issues the copies (block of 288): the
- * consumers only wait for full stages and release them, and no warpgroup
- * waits for the other's release before its next wgmma (WS = 0: thread 0
- * of warpgroup 0 refills a stage once both released it) */
+/* WS = 1: a ninth warp issues the copies (block of 288): the consumers
+ * only wait for full stages and release them, and no warpgroup waits for
+ * the other's release before its next wgmma (WS = 0: thread 0 of warpgroup
+ * 0 refills a stage once both released it); for EP_VOTE with ep.pf it then
+ * prefetches the epilogue's T_accum tile and packed windows */
 template <int MODE, int WS, int F8 = 0>
 __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 	const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb,
