@@ -268,20 +268,30 @@ __device__ __forceinline__ void ep_sync()
 {
 	asm volatile("bar.sync 1, 256;\n" ::: "memory");
 }
-/* the shared-memory group counters of ROWS rows (from row n0, group g0) into
- * the tensor's score, one global atomic per nonzero counter */
-__device__ __forceinline__ void vote_flush(const EpArgs &ep, const int *sc, int rows, int64_t n0,
-					   int g0, int64_t N)
+/* the groups that the 128 columns j0 .. j0 + 127 (< J) touch: the score
+ * counters a tile row uses (SC_G at most) */
+__device__ __forceinline__ int vote_ngt(const EpArgs &ep, int64_t j0, int64_t J)
+{
+	const int64_t jl = j0 + 127 < J ? j0 + 127 : J - 1;
+	return jl >= j0 ? (int)(jl / ep.gs - j0 / ep.gs) + 1 : 0;
+}
+/* the shared-memory group counters sc [ROWS][SC_G] of the rows from n0 and
+ * the columns from j0 (only their first ngt groups: h19, scanning all SC_G
+ * counters of a row cost the 4096^2 vote GEMM 10 us) into the tensor's
+ * score, one global atomic per nonzero counter */
+template <int ROWS>
+__device__ __forceinline__ void vote_flush(const EpArgs &ep, const int *sc, int64_t n0,
+					   int64_t j0, int64_t J, int64_t N)
 {
 	ep_sync();
-	const int ng = ep.groups;
+	const int ng = ep.groups, g0 = (int)(j0 / ep.gs), ngt = vote_ngt(ep, j0, J);
 #pragma unroll 1
-	for (int e = threadIdx.x; e < rows * SC_G; e += 256) { /* the 256 epilogue threads */
-		const int v = sc[e];
+	for (int e = threadIdx.x; e < ROWS * ngt; e += 256) { /* the 256 epilogue threads */
+		const int r = e % ROWS, gl = e / ROWS;
+		const int v = sc[r * SC_G + gl];
 		if (!v) continue;
-		const int64_t n = n0 + e / SC_G;
-		const int gg = g0 + e % SC_G;
-		if (n < N && gg < ng) atomicAdd(&ep.score[n * ng + gg], v);
+		const int64_t n = n0 + r;
+		if (n < N && g0 + gl < ng) atomicAdd(&ep.score[n * ng + g0 + gl], v);
 	}
 }
 
@@ -308,8 +318,10 @@ __device__ __forceinline__ void vote_tile_apply(const int8_t *sg, int sld, int *
 						const unsigned char *pf = NULL, int64_t pj0 = 0)
 {
 	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-	if (ep.score)
-		for (int e = tid; e < BM * SC_G; e += 256) sc[e] = 0;
+	if (ep.score) {
+		const int ngt = vote_ngt(ep, j0, J);
+		for (int e = tid; e < BM * ngt; e += 256) sc[(e % BM) * SC_G + e / BM] = 0;
+	}
 	ep_sync();
 	const vote_geom vg = vote_geom_of(ep, j0, j0 + 4 * lane, J);
 	const int v4 = ep.v4 && vg.vec && ep.step >= 1 && ep.step <= 127;
@@ -354,7 +366,7 @@ __device__ __forceinline__ void vote_tile_apply(const int8_t *sg, int sld, int *
 			vote_apply(ep, vg, n, J, s4, tv[r], pk[r], sc + il * SC_G);
 		}
 	}
-	if (ep.score) vote_flush(ep, sc, BM, i0, vg.g0, I);
+	if (ep.score) vote_flush<BM>(ep, sc, i0, j0, J, I);
 }
 
 __device__ __forceinline__ void vote_sign_epilogue(const float (&acc)[4][4][4],
@@ -2653,7 +2665,7 @@ __global__ void __launch_bounds__(256) vote_direct_kernel(const float *x, const 
 		}
 		vote_apply(ep, q, n, K, s4, tv[i], pk[i], sc + il * SC_G);
 	}
-	if (ep.score) vote_flush(ep, sc, DV_ROWS, n0, q.g0, N);
+	if (ep.score) vote_flush<DV_ROWS>(ep, sc, n0, k0, K, N);
 }
 
 /* the direct kernel for sign votes with few rows: its work is M multiply-adds
