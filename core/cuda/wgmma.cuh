@@ -189,10 +189,13 @@ __device__ __forceinline__ void wg_epilogue(const float *d, unsigned char *sm, i
 #pragma unroll
 			for (int c = 0; c < 16; c++)
 #pragma unroll
-				for (int e = 0; e < 4; e++) {
-					const float v = d[64 * h + 4 * c + e];
-					sg[(wg * 64 + 16 * w + g + 8 * (e >> 1)) * WG_EPS_LD + 128 * h + 8 * c +
-					   2 * q + (e & 1)] = (int8_t)((v > 0.0f) - (v < 0.0f));
+				for (int e = 0; e < 4; e += 2) {
+					/* two adjacent columns: one 16-bit store */
+					const float v0 = d[64 * h + 4 * c + e], v1 = d[64 * h + 4 * c + e + 1];
+					const int s0 = (v0 > 0.0f) - (v0 < 0.0f), s1 = (v1 > 0.0f) - (v1 < 0.0f);
+					*(uint16_t *)(sg + (wg * 64 + 16 * w + g + 8 * (e >> 1)) * WG_EPS_LD +
+						      128 * h + 8 * c + 2 * q) =
+						(uint16_t)((s0 & 0xff) | (s1 << 8));
 				}
 #if WG_HAVE
 		if (pf) mb_wait(pf_bar, 0); /* the prefetch has landed */
@@ -240,7 +243,10 @@ __global__ void __launch_bounds__(256, 1) gemm_wg_kernel(const __nv_bfloat16 *Ag
 #if WG_HAVE
 	extern __shared__ unsigned char wg_raw[];
 	/* 1024-byte alignment of every atom */
-	unsigned char *sm = (unsigned char *)(((uintptr_t)wg_raw + 1023) & ~(uintptr_t)1023);
+	/* 1024-byte aligned by pointer arithmetic on the shared array, so that
+	 * the compiler knows every pointer from it is shared (h19: through an
+	 * integer cast the vote epilogue's accesses were generic) */
+	unsigned char *sm = wg_raw + ((0u - smem_u32(wg_raw)) & 1023u);
 	const uint32_t s0 = smem_u32(sm);
 	const int tid = threadIdx.x, wg = tid >> 7;
 	int64_t i0, j0;
@@ -345,7 +351,10 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 	extern __shared__ unsigned char wg_raw[];
 	/* full[s], empty[s], then the vote prefetch's */
 	__shared__ __align__(8) uint64_t bars[2 * WG_STAGES + 1];
-	unsigned char *sm = (unsigned char *)(((uintptr_t)wg_raw + 1023) & ~(uintptr_t)1023);
+	/* 1024-byte aligned by pointer arithmetic on the shared array, so that
+	 * the compiler knows every pointer from it is shared (h19: through an
+	 * integer cast the vote epilogue's accesses were generic) */
+	unsigned char *sm = wg_raw + ((0u - smem_u32(wg_raw)) & 1023u);
 	const uint32_t s0 = smem_u32(sm), b0 = smem_u32(bars);
 	const int tid = threadIdx.x, wg = tid >> 7, wt = tid & 127;
 	int64_t i0, j0;
