@@ -307,15 +307,15 @@ __device__ __forceinline__ void vote_flush(const EpArgs &ep, const int *sc, int6
 /* the sign votes of a BM x BN tile (rows i0.., columns j0..) whose signs
  * are in shared memory (sg [BM][sld], score counters sc [BM][SC_G]): lane l
  * of warp w updates columns 4l .. 4l+3 of rows 16w .. 16w+15. pf (NULL:
- * from global memory): the tile's T_accum bytes and packed-trit windows
- * already in shared memory (VOTE_PF layout, columns from pj0, this half at
- * column j0 - pj0 of it) */
+ * from global memory): the tile's T_accum bytes [128][256] and (pw) its
+ * rows' packed-trit windows [128][VOTE_PF_W] already in shared memory
+ * (columns from pj0, this half at column j0 - pj0 of them) */
 #define VOTE_PF_T (BM * 256)     /* T_accum [128][256] */
 #define VOTE_PF_W 80             /* bytes of a row's packed window */
-#define VOTE_PF_BYTES (VOTE_PF_T + BM * VOTE_PF_W)
 __device__ __forceinline__ void vote_tile_apply(const int8_t *sg, int sld, int *sc, int64_t i0,
 						int64_t j0, int64_t I, int64_t J, const EpArgs &ep,
-						const unsigned char *pf = NULL, int64_t pj0 = 0)
+						const unsigned char *pf = NULL,
+						const unsigned char *pw = NULL, int64_t pj0 = 0)
 {
 	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
 	if (ep.score) {
@@ -345,7 +345,7 @@ __device__ __forceinline__ void vote_tile_apply(const int8_t *sg, int sld, int *
 #pragma unroll
 			for (int b = 0; b < 4; b++) tv[r][b] = (int8_t)(t4 >> (8 * b));
 			if (ep.score) {
-				const unsigned char *wp = pf + VOTE_PF_T + il * VOTE_PF_W +
+				const unsigned char *wp = pw + il * VOTE_PF_W +
 					((n * ep.rb + kbs) & 15) + (vg.kb0 - kbs);
 				pk[r] = wp[0] | ((vg.d0 + vg.nk > 5 ? wp[1] : 121u) << 8);
 			}

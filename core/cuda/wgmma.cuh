@@ -41,12 +41,15 @@
 #endif
 #define WG_LOOK (WG_STAGES - 2) /* stages in flight ahead of the one read */
 #define WG_STAGE_BYTES ((WG_BM + WG_BN) * WG_BK * 2)
-#define WG_SMEM ((size_t)WG_STAGES * WG_STAGE_BYTES + 1024)
+/* after the stages: the vote epilogue's packed windows (fetched at the
+ * start) */
+#define WG_PFW_OFF ((size_t)WG_STAGES * WG_STAGE_BYTES)
+#define WG_SMEM (WG_PFW_OFF + WG_BM * VOTE_PF_W + 1024)
 /* the vote epilogue: signs [WG_BM][WG_EPS_LD], then [WG_BM][SC_G] counters */
 #define WG_EPS_LD (WG_BN + 4)
 #define WG_EPS_BYTES (WG_BM * WG_EPS_LD + WG_BM * SC_G * 4)
 static_assert(WG_EPS_BYTES <= 2 * WG_STAGE_BYTES, "vote signs and counters: two stages");
-static_assert(VOTE_PF_BYTES <= WG_STAGE_BYTES, "vote prefetch: one stage");
+static_assert(VOTE_PF_T <= WG_STAGE_BYTES, "vote T_accum prefetch: one stage");
 
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define WG_HAVE 1
@@ -169,7 +172,8 @@ __device__ __forceinline__ void wg_tile_of(int64_t I, int64_t J, int64_t *i0, in
 template <int MODE>
 __device__ __forceinline__ void wg_epilogue(const float *d, unsigned char *sm, int64_t i0,
 					    int64_t j0, int64_t I, int64_t J, const EpArgs &ep,
-					    const unsigned char *pf = NULL, uint32_t pf_bar = 0)
+					    const unsigned char *pf = NULL, const unsigned char *pw = NULL,
+					    uint32_t pf_bar = 0)
 {
 	const int tid = threadIdx.x, wg = tid >> 7, wt = tid & 127;
 	/* accumulator layout (per warpgroup, m64nN): warp w of the group owns
@@ -198,11 +202,15 @@ __device__ __forceinline__ void wg_epilogue(const float *d, unsigned char *sm, i
 						(uint16_t)((s0 & 0xff) | (s1 << 8));
 				}
 #if WG_HAVE
-		if (pf) mb_wait(pf_bar, 0); /* the prefetch has landed */
+		if (pf) { /* the prefetches have landed */
+			mb_wait(pf_bar, 0);
+			mb_wait(pf_bar + 8, 0);
+		}
 #endif
 #pragma unroll 1
 		for (int h = 0; h < 2; h++) {
-			vote_tile_apply(sg + 128 * h, WG_EPS_LD, sc, i0, j0 + 128 * h, I, J, ep, pf, j0);
+			vote_tile_apply(sg + 128 * h, WG_EPS_LD, sc, i0, j0 + 128 * h, I, J, ep, pf, pw,
+					j0);
 			ep_sync();
 		}
 		return;
@@ -350,7 +358,7 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 #if WG_HAVE
 	extern __shared__ unsigned char wg_raw[];
 	/* full[s], empty[s], then the vote prefetch's */
-	__shared__ __align__(8) uint64_t bars[2 * WG_STAGES + 1];
+	__shared__ __align__(8) uint64_t bars[2 * WG_STAGES + 2];
 	/* 1024-byte aligned by pointer arithmetic on the shared array, so that
 	 * the compiler knows every pointer from it is shared (h19: through an
 	 * integer cast the vote epilogue's accesses were generic) */
@@ -375,6 +383,7 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 			mb_init(empty(st), 2);
 		}
 		mb_init(b0 + 16u * WG_STAGES, 1);
+		mb_init(b0 + 16u * WG_STAGES + 8u, 1);
 		asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 		if (F8 && blockIdx.x == 0 && ep.f8) {
 			/* the conversions of this vote are done (stream order) and
@@ -389,22 +398,14 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 	}
 	__syncthreads();
 	if (WS && tid >= 256) {
-		if (tid == 256)
-			for (int kt = 0; kt < nk; kt++) {
-				const int st = kt % WG_STAGES;
-				if (kt >= WG_STAGES)
-					mb_wait(empty(st), (unsigned int)(kt / WG_STAGES - 1) & 1u);
-				issue(st, kt);
-			}
-		if (MODE == EP_VOTE && ep.pf) {
-			/* the epilogue's T_accum tile and packed-trit windows into
-			 * the stage that frees first after the last copy (the one
-			 * of k step nk - 4), while the last stages are multiplied */
-			const int lane = tid & 31, st = nk % WG_STAGES;
-			if (lane == 0 && nk >= WG_STAGES)
-				mb_wait(empty(st), (unsigned int)((nk - WG_STAGES) / WG_STAGES) & 1u);
-			__syncwarp();
-			const uint32_t pb = s0 + (uint32_t)st * WG_STAGE_BYTES, pbar = b0 + 16u * WG_STAGES;
+		const int lane = tid & 31, pre = nk < WG_STAGES ? nk : WG_STAGES;
+		const uint32_t pbar = b0 + 16u * WG_STAGES;
+		if (lane == 0)
+			for (int kt = 0; kt < pre; kt++) issue(kt, kt);
+		if (MODE == EP_VOTE && ep.pf && ep.score) {
+			/* the rows' packed-trit windows (128 small copies: h19,
+			 * issued at the end they were often late) into their own
+			 * room, right after the first stages */
 			const int64_t kbs = j0 / 5, kbe0 = (j0 + WG_BN - 1) / 5 + 2;
 			const int64_t kbe = kbe0 < ep.rb ? kbe0 : ep.rb;
 			int64_t a[4];
@@ -414,22 +415,37 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 				const int64_t n = i0 + lane + 32 * u;
 				len[u] = 0;
 				a[u] = 0;
-				if (n >= I || !ep.score) continue;
+				if (n >= I) continue;
 				a[u] = (n * ep.rb + kbs) & ~(int64_t)15;
 				len[u] = (uint32_t)((n * ep.rb + kbe - a[u] + 15) & ~(int64_t)15);
 				tot += len[u];
 			}
 			for (int o = 16; o > 0; o >>= 1) tot += __shfl_xor_sync(0xffffffffu, tot, o);
-			if (lane == 0) {
-				mb_expect(pbar, tot + VOTE_PF_T);
-				tma_load(pb, &tt, (int)j0, (int)i0, pbar);
-			}
+			if (lane == 0) mb_expect(pbar + 8u, tot);
 			__syncwarp();
 #pragma unroll
 			for (int u = 0; u < 4; u++)
 				if (len[u])
-					bulk_load(pb + VOTE_PF_T + (uint32_t)(lane + 32 * u) * VOTE_PF_W,
-						  ep.packed + a[u], len[u], pbar);
+					bulk_load(s0 + (uint32_t)WG_PFW_OFF + (uint32_t)(lane + 32 * u) * VOTE_PF_W,
+						  ep.packed + a[u], len[u], pbar + 8u);
+		} else if (MODE == EP_VOTE && ep.pf && lane == 0) {
+			mb_arrive(pbar + 8u); /* no windows */
+		}
+		if (lane == 0)
+			for (int kt = pre; kt < nk; kt++) {
+				const int st = kt % WG_STAGES;
+				mb_wait(empty(st), (unsigned int)(kt / WG_STAGES - 1) & 1u);
+				issue(st, kt);
+			}
+		if (MODE == EP_VOTE && ep.pf && lane == 0) {
+			/* the epilogue's T_accum tile into the stage that frees
+			 * first after the last copy (the one of k step nk - 4),
+			 * while the last stages are multiplied */
+			const int st = nk % WG_STAGES;
+			if (nk >= WG_STAGES)
+				mb_wait(empty(st), (unsigned int)((nk - WG_STAGES) / WG_STAGES) & 1u);
+			mb_expect(pbar, VOTE_PF_T);
+			tma_load(s0 + (uint32_t)st * WG_STAGE_BYTES, &tt, (int)j0, (int)i0, pbar);
 		}
 		return;
 	}
@@ -443,10 +459,13 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 		mb_wait(full(st), (unsigned int)(kt / WG_STAGES) & 1u);
 		const uint32_t sb = s0 + (uint32_t)st * WG_STAGE_BYTES;
 		const uint32_t sa = sb + (uint32_t)wg * 64 * 128, sbb = sb + WG_BM * 128;
+		/* 32 bytes further along k: +2 in the descriptor's address field
+		 * (addresses < 256 KB: no carry out of it) */
+		const uint64_t da = wg_desc(sa), db = wg_desc(sbb);
 		asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #pragma unroll
 		for (int kk = 0; kk < WG_BK / 16; kk++)
-			wg_mma256<F8>(d, wg_desc(sa + 32 * kk), wg_desc(sbb + 32 * kk));
+			wg_mma256<F8>(d, da + 2 * kk, db + 2 * kk);
 		asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 		asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
 #pragma unroll
@@ -470,7 +489,7 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 		 * below or above the prefetched one */
 		wg_epilogue<MODE>(d, sm + (nk % WG_STAGES < 2 ? 2 * WG_STAGE_BYTES : 0), i0, j0, I,
 				  J, ep, sm + (size_t)(nk % WG_STAGES) * WG_STAGE_BYTES,
-				  b0 + 16u * WG_STAGES);
+				  sm + WG_PFW_OFF, b0 + 16u * WG_STAGES);
 	else
 		wg_epilogue<MODE>(d, sm, i0, j0, I, J, ep);
 #else
