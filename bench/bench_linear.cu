@@ -187,6 +187,7 @@ int main(void)
 			if (M == 4096) ab("fwdcp", "tma");        /* wgmma, cp.async stages */
 			if (M == 4096) ab("fwdpr", "prep");       /* decode and x conversion apart */
 			if (M == 4096) ab("fwdws", "wspec");      /* no producer warp in the GEMM */
+			if (M == 4096) ab("fwdcl", "wcl");  /* single CTAs, not pairs sharing B */
 		}
 		for (int64_t M : { (int64_t)16, (int64_t)256, (int64_t)4096 }) {
 			if (small_only) break;
@@ -210,6 +211,12 @@ int main(void)
 					});
 					legacy_pop();
 					line("bwdpr", M, N, K, pr, cub, 0.0);
+					legacy_push("wcl"); /* single CTAs, not pairs sharing B */
+					const double c1 = time_us([&](int i) {
+						be->linear_backward_x(be, &ws[i % nours], dy, dx, M, 0);
+					});
+					legacy_pop();
+					line("bwdcl", M, N, K, c1, cub, 0.0);
 				}
 			}
 			arb_vote v = { .kind = ARB_VOTE_SIGN, .step = 1, .sr_R = 1, .seed = 1, .t = 0 };

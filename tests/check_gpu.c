@@ -277,6 +277,12 @@ START_TEST(test_linear_large)
 	setenv("ARB_CUDA_LEGACY", "wspec,prep", 1);
 	run_linear(512, 250, 333, 32, ARB_ERULE_RESIDUAL, 1);
 	run_linear(300, 200, 640, 64, ARB_ERULE_FROZEN, 0);
+	/* single CTAs instead of CTA pairs sharing B (ARB_CUDA_LEGACY=wcl;
+	 * above, 300 tokens are an odd number of row tiles: the last pair's
+	 * second CTA has no rows) */
+	setenv("ARB_CUDA_LEGACY", "wcl", 1);
+	run_linear(512, 250, 333, 32, ARB_ERULE_RESIDUAL, 1);
+	run_linear(300, 200, 640, 64, ARB_ERULE_FROZEN, 0);
 	unsetenv("ARB_CUDA_LEGACY");
 }
 END_TEST

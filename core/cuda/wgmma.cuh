@@ -143,6 +143,28 @@ __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, i
 		     " [%0], [%1, {%2, %3}], [%4];\n"
 		     :: "r"(dst), "l"((uint64_t)map), "r"(x), "r"(y), "r"(mbar) : "memory");
 }
+/* the same box into shared memory at dst of both CTAs of a CTA pair
+ * (cluster of 2), completing the mbarrier at the same offset in each */
+__device__ __forceinline__ void tma_load_mc(uint32_t dst, const CUtensorMap *map, int x, int y,
+					    uint32_t mbar)
+{
+	asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+		     ".multicast::cluster [%0], [%1, {%2, %3}], [%4], %5;\n"
+		     :: "r"(dst), "l"((uint64_t)map), "r"(x), "r"(y), "r"(mbar), "h"((uint16_t)3)
+		     : "memory");
+}
+/* arrive on the mbarrier at the same offset in CTA rank of the cluster */
+__device__ __forceinline__ void mb_arrive_cl(uint32_t a, uint32_t rank)
+{
+	asm volatile("{\n.reg .b32 ra;\nmapa.shared::cluster.u32 ra, %0, %1;\n"
+		     "mbarrier.arrive.shared::cluster.b64 _, [ra];\n}\n"
+		     :: "r"(a), "r"(rank) : "memory");
+}
+/* every thread of the cluster, with release / acquire of shared memory */
+__device__ __forceinline__ void cl_sync()
+{
+	asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
+}
 /* bytes (a multiple of 16, both addresses 16-byte aligned) into shared
  * memory at dst */
 __device__ __forceinline__ void bulk_load(uint32_t dst, const void *src, uint32_t bytes,
@@ -157,14 +179,18 @@ __device__ __forceinline__ void bulk_load(uint32_t dst, const void *src, uint32_
 /* raster: CTAs in order over groups of WG_GJ column tiles, all row tiles
  * of a group before the next group, so that the B tiles of the CTAs in
  * flight stay in L2 (h16: B of 11008 x 4096 is 90 MB) */
-__device__ __forceinline__ void wg_tile_of(int64_t I, int64_t J, int64_t *i0, int64_t *j0)
+__device__ __forceinline__ void wg_tile_of(int64_t I, int64_t J, int64_t *i0, int64_t *j0,
+					   int cl = 0)
 {
+	/* cl: CTA pairs (2L, 2L + 1) on row tiles 2 bi and 2 bi + 1 of one
+	 * column tile (the second one past I where the row tiles are odd) */
 	const int64_t nI = (I + WG_BM - 1) / WG_BM, nJ = (J + WG_BN - 1) / WG_BN;
-	const int64_t L = blockIdx.x, per = (int64_t)WG_GJ * nI;
+	const int64_t nIc = cl ? (nI + 1) / 2 : nI;
+	const int64_t L = cl ? blockIdx.x >> 1 : blockIdx.x, per = (int64_t)WG_GJ * nIc;
 	const int64_t grp = L / per, loc = L - grp * per, fj = grp * WG_GJ;
 	const int64_t gw = nJ - fj < WG_GJ ? nJ - fj : WG_GJ;
 	const int64_t bi = loc / gw;
-	*i0 = bi * WG_BM;
+	*i0 = (cl ? 2 * bi + (blockIdx.x & 1) : bi) * WG_BM;
 	*j0 = (fj + (loc - bi * gw)) * WG_BN;
 }
 
@@ -350,7 +376,16 @@ __global__ void __launch_bounds__(256, 1) gemm_wg_kernel(const __nv_bfloat16 *Ag
  * the other's release before its next wgmma (WS = 0: thread 0 of warpgroup
  * 0 refills a stage once both released it); for EP_VOTE with ep.pf it then
  * prefetches the epilogue's T_accum tile and packed windows */
-template <int MODE, int WS, int F8 = 0>
+/* CL = 1 (with WS): CTA pairs (clusters of 2) on two row tiles of one
+ * column tile; each CTA loads its A rows and one 128-row half of the
+ * shared B tile, multicast into both CTAs' stage, so that the pair reads
+ * B from L2 once (h19: the mainloops wait on their stage loads, 48 KB a k
+ * step per CTA; forward 4096^2 263 -> 242 us). A stage is free once the
+ * four warpgroups of the pair have released it (each arrives on both
+ * CTAs' empty barrier); the pair meets at the start (barriers ready) and
+ * at the end (no arrival on a CTA that has left). Used for EP_STORE (the
+ * votes' epilogues vary: a pair waits for the slower one). */
+template <int MODE, int WS, int F8 = 0, int CL = 0>
 __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 	const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb,
 	const __grid_constant__ CUtensorMap tt, int64_t I, int64_t J, int64_t ldp, EpArgs ep)
@@ -365,22 +400,28 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 	unsigned char *sm = wg_raw + ((0u - smem_u32(wg_raw)) & 1023u);
 	const uint32_t s0 = smem_u32(sm), b0 = smem_u32(bars);
 	const int tid = threadIdx.x, wg = tid >> 7, wt = tid & 127;
+	static_assert(!CL || WS, "CTA pairs have the producer warp");
 	int64_t i0, j0;
-	wg_tile_of(I, J, &i0, &j0);
+	wg_tile_of(I, J, &i0, &j0, CL);
+	const uint32_t rank = CL ? blockIdx.x & 1u : 0u; /* the CTA's rank in its pair */
 	const int bke = F8 ? 2 * WG_BK : WG_BK; /* k per stage: 128 bytes a row */
 	const int nk = (int)((ldp + bke - 1) / bke);
 	auto full = [&](int st) { return b0 + 8u * (uint32_t)st; };
 	auto empty = [&](int st) { return b0 + 8u * (uint32_t)(WG_STAGES + st); };
 	auto issue = [&](int st, int kt) {
 		const uint32_t sb = s0 + (uint32_t)st * WG_STAGE_BYTES;
-		mb_expect(full(st), WG_STAGE_BYTES);
+		mb_expect(full(st), WG_STAGE_BYTES); /* CL: with the partner's half of B */
 		tma_load(sb, &ta, kt * bke, (int)i0, full(st));
-		tma_load(sb + WG_BM * 128, &tb, kt * bke, (int)j0, full(st));
+		if (CL)
+			tma_load_mc(sb + WG_BM * 128 + rank * 128 * 128, &tb, kt * bke,
+				    (int)j0 + 128 * (int)rank, full(st));
+		else
+			tma_load(sb + WG_BM * 128, &tb, kt * bke, (int)j0, full(st));
 	};
 	if (tid == 0) {
 		for (int st = 0; st < WG_STAGES; st++) {
 			mb_init(full(st), 1);
-			mb_init(empty(st), 2);
+			mb_init(empty(st), CL ? 4 : 2);
 		}
 		mb_init(b0 + 16u * WG_STAGES, 1);
 		mb_init(b0 + 16u * WG_STAGES + 8u, 1);
@@ -396,7 +437,10 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 			}
 		}
 	}
-	__syncthreads();
+	if (CL)
+		cl_sync(); /* both CTAs' barriers initialized before any copy */
+	else
+		__syncthreads();
 	if (WS && tid >= 256) {
 		const int lane = tid & 31, pre = nk < WG_STAGES ? nk : WG_STAGES;
 		const uint32_t pbar = b0 + 16u * WG_STAGES;
@@ -437,7 +481,7 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 				mb_wait(empty(st), (unsigned int)(kt / WG_STAGES - 1) & 1u);
 				issue(st, kt);
 			}
-		if (MODE == EP_VOTE && ep.pf && lane == 0) {
+		if (MODE == EP_VOTE && ep.pf && lane == 0 && i0 < I) {
 			/* the epilogue's T_accum tile into the stage that frees
 			 * first after the last copy (the one of k step nk - 4),
 			 * while the last stages are multiplied */
@@ -446,6 +490,10 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 				mb_wait(empty(st), (unsigned int)((nk - WG_STAGES) / WG_STAGES) & 1u);
 			mb_expect(pbar, VOTE_PF_T);
 			tma_load(s0 + (uint32_t)st * WG_STAGE_BYTES, &tt, (int)j0, (int)i0, pbar);
+		}
+		if (CL) {
+			__syncwarp();
+			cl_sync();
 		}
 		return;
 	}
@@ -474,7 +522,10 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 		 * said so, thread 0 refills it */
 		if (kt > 0) {
 			const int ps = (kt - 1) % WG_STAGES;
-			if (wt == 0) mb_arrive(empty(ps));
+			if (wt == 0) {
+				mb_arrive(empty(ps));
+				if (CL) mb_arrive_cl(empty(ps), rank ^ 1u);
+			}
 			if (!WS && tid == 0 && kt - 1 + WG_STAGES < nk) {
 				mb_wait(empty(ps), (unsigned int)((kt - 1) / WG_STAGES) & 1u);
 				issue(ps, kt - 1 + WG_STAGES);
@@ -484,14 +535,19 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 	asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 #pragma unroll
 	for (int r = 0; r < 128; r++) asm volatile("" : "+f"(d[r]) :: "memory");
-	if (MODE == EP_VOTE && WS && ep.pf)
+	if (i0 >= I) {
+		/* the second CTA of a pair past the last row tile: nothing of its
+		 * own to write */
+	} else if (MODE == EP_VOTE && WS && ep.pf) {
 		/* signs and counters (two stages' room) in the two stages
 		 * below or above the prefetched one */
 		wg_epilogue<MODE>(d, sm + (nk % WG_STAGES < 2 ? 2 * WG_STAGE_BYTES : 0), i0, j0, I,
 				  J, ep, sm + (size_t)(nk % WG_STAGES) * WG_STAGE_BYTES,
 				  sm + WG_PFW_OFF, b0 + 16u * WG_STAGES);
-	else
+	} else {
 		wg_epilogue<MODE>(d, sm, i0, j0, I, J, ep);
+	}
+	if (CL) cl_sync(); /* the partner's arrivals on this CTA are done */
 #else
 	(void)ta; (void)tb; (void)tt; (void)I; (void)J; (void)ldp; (void)ep;
 	__trap();
@@ -577,6 +633,28 @@ static int wg_usable(const void *k)
 	return 1;
 }
 
+/* gemm_tma_kernel<MODE, 1, 0, 1> on CTA pairs: a grid of whole pairs (the
+ * row tiles rounded up to even), clusters of 2 */
+template <int MODE>
+static void wg_go_pairs(const CUtensorMap &ma, const CUtensorMap &mb, const CUtensorMap &mt,
+			int64_t I, int64_t J, int64_t ldp, const EpArgs &ep)
+{
+	const unsigned int grid = (unsigned int)(2 * ((cdiv(I, WG_BM) + 1) / 2) * cdiv(J, WG_BN));
+	cudaLaunchConfig_t cfg;
+	memset(&cfg, 0, sizeof cfg);
+	cfg.gridDim = dim3(grid);
+	cfg.blockDim = dim3(288);
+	cfg.dynamicSmemBytes = WG_SMEM;
+	cudaLaunchAttribute at[1];
+	at[0].id = cudaLaunchAttributeClusterDimension;
+	at[0].val.clusterDim.x = 2;
+	at[0].val.clusterDim.y = 1;
+	at[0].val.clusterDim.z = 1;
+	cfg.attrs = at;
+	cfg.numAttrs = 1;
+	CK(cudaLaunchKernelEx(&cfg, gemm_tma_kernel<MODE, 1, 0, 1>, ma, mb, mt, I, J, ldp, ep));
+}
+
 /* C = A B^T on the warpgroup MMA when the device is an sm_90 and the
  * epilogue one it has: stages by TMA, or by cp.async where no tensor map
  * can be made (or ARB_CUDA_LEGACY=tma); 0: the caller's kernel runs */
@@ -593,15 +671,26 @@ static int wg_launch(const __nv_bfloat16 *A, const __nv_bfloat16 *B, int64_t I, 
 	static int ok_cp = 0, ok_tma = 0; /* 1 usable, -1 not in this binary */
 	if (!ok_cp) ok_cp = wg_usable((const void *)gemm_wg_kernel<MODE>) ? 1 : -1;
 	if (!ok_tma) ok_tma = wg_usable((const void *)gemm_tma_kernel<MODE, 0>) ? 1 : -1;
-	static int ok_ws = 0;
+	static int ok_ws = 0, ok_cl = 0;
 	if (!ok_ws)
 		ok_ws = MODE != EP_MEASURE && wg_usable((const void *)gemm_tma_kernel<MODE, 1>) ? 1 : -1;
+	if (!ok_cl)
+		ok_cl = MODE == EP_STORE &&
+			wg_usable((const void *)gemm_tma_kernel<EP_STORE, 1, 0, 1>) ? 1 : -1;
 	const unsigned int grid = cdiv(J, WG_BN) * cdiv(I, WG_BM);
+	/* stores on CTA pairs sharing B (ARB_CUDA_LEGACY=wcl: single CTAs).
+	 * Not the votes (h19, same runs: fp8 vote GEMM at 4096^2 180.5 vs
+	 * 175.6 us single, ncu; a pair waits for the slower epilogue) */
+	const int cl = MODE == EP_STORE && ok_ws > 0 && ok_cl > 0 && !cuda_legacy("wcl");
 	CUtensorMap ma, mb, mt;
 	if (ok_tma > 0 && !cuda_legacy("tma") && wg_map(&ma, A, I, ldp, WG_BM) &&
 	    wg_map(&mb, B, J, ldp, WG_BN)) {
 		if (MODE == EP_STORE && ok_ws > 0 && !cuda_legacy("wspec")) {
-			gemm_tma_kernel<EP_STORE, 1><<<grid, 288, WG_SMEM>>>(ma, mb, ma, I, J, ldp, ep);
+			if (cl && wg_map(&mb, B, J, ldp, WG_BN / 2))
+				wg_go_pairs<EP_STORE>(ma, mb, ma, I, J, ldp, ep);
+			else
+				gemm_tma_kernel<EP_STORE, 1><<<grid, 288, WG_SMEM>>>(ma, mb, ma, I, J, ldp,
+										     ep);
 		} else if (MODE == EP_VOTE && ok_ws > 0 && !cuda_legacy("vpf") &&
 			   wg_map_t(&mt, ep.T, I, J)) {
 			/* the producer warp also prefetches the epilogue's
