@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 #include <algorithm>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <vector>
 #include "arb/ops.h"
@@ -133,8 +134,11 @@ int main(void)
 	CKC(cudaEventCreate(&a));
 	CKC(cudaEventCreate(&b));
 	double n = (double)R * C, ng = (double)R * t.groups;
-	for (int kase = 0; kase < 4; kase++) {
-		const int capcase = kase & 1, real = kase >= 2;
+	/* kase 4, 5: the capped cases again with ARB_CUDA_LEGACY=srev (the
+	 * step's tiles in ascending order: an A/B line) */
+	for (int kase = 0; kase < 6; kase++) {
+		const int capcase = kase & 1 || kase >= 4, real = kase == 2 || kase == 3 || kase == 5;
+		if (kase >= 4) setenv("ARB_CUDA_LEGACY", "srev", 1);
 		std::vector<double> ts;
 		arb_step_stats st;
 		for (int it = 0; it < 8; it++) {
@@ -156,9 +160,11 @@ int main(void)
 		std::sort(ts.begin(), ts.end());
 		double ms = ts[ts.size() / 2];
 		double bytes = n * (capcase ? 3.6 : 2.4) + ng * 3.0 + ng * 8.0; /* E,E_accum rw + score r/w */
-		printf("tern_step %s %lldx%lld (%.1fM weights) cap=%s: %.3f ms, effective %.2f TB/s "
+		if (kase >= 4) unsetenv("ARB_CUDA_LEGACY");
+		printf("tern_step%s %s %lldx%lld (%.1fM weights) cap=%s: %.3f ms, effective %.2f TB/s "
 		       "(flips %lld cand %lld capped %lld sat %lld e_changes %lld)  target >= 2.5 TB/s  %s\n",
-		       real ? "realistic(0.3%@thr)" : "heavy(44%@thr)", (long long)R, (long long)C,
+		       kase >= 4 ? "_srev" : "", real ? "realistic(0.3%@thr)" : "heavy(44%@thr)",
+		       (long long)R, (long long)C,
 		       n / 1e6, capcase ? "1000ppm" : "off", ms,
 		       bytes / (ms * 1e-3) / 1e12, (long long)st.flips, (long long)st.candidates,
 		       (long long)st.capped, (long long)st.saturated, (long long)st.e_changes,

@@ -334,6 +334,7 @@ struct step_args {
 	int gs, groups;
 	int thr, reset_rem;
 	int capping;          /* 0 none; else compare with p32 */
+	int rev;              /* capping: tiles from the last (step_fast_kernel4) */
 	unsigned long long cap;
 	uint64_t seed, stream;
 	tern_ws *ws;
@@ -663,7 +664,10 @@ __global__ void __launch_bounds__(256, ST_MINB) step_fast_kernel4(step_args a, e
 	unsigned int ech = 0;
 	const int ngt = e.fuse ? (ST_W >> e.lg) : 0;
 	const int count_flips = a.score != NULL;
-	for (int64_t tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
+	for (int64_t it = blockIdx.x; it < ntiles; it += gridDim.x) {
+		/* with the cap, last tile first: the count kernel just read the
+		 * end of T_accum, still partly in L2 */
+		const int64_t tile = CAPPING && a.rev ? ntiles - 1 - it : it;
 		/* the tile's group state (first ST_PRE groups of this thread)
 		 * loaded now: its round trip overlaps the trits' (h15 ncu: the
 		 * load after the barrier was a second dependent round trip per
@@ -1116,6 +1120,7 @@ static void step_args_of(arb_tern *w, const arb_step *p, step_args *pa)
 	a.thr = p->threshold < 1 ? 1 : (p->threshold > 127 ? 127 : p->threshold);
 	a.reset_rem = p->reset_mode == ARB_RESET_REMAINDER;
 	a.capping = p->cap_ppm > 0;
+	a.rev = !cuda_legacy("srev");
 	a.cap = p->cap_ppm > 0 ?
 		(unsigned long long)((w->rows * w->cols) * p->cap_ppm / 1000000) : 0;
 	a.seed = p->seed;

@@ -634,10 +634,11 @@ static int wg_usable(const void *k)
 }
 
 /* gemm_tma_kernel<MODE, 1, 0, 1> on CTA pairs: a grid of whole pairs (the
- * row tiles rounded up to even), clusters of 2 */
+ * row tiles rounded up to even), clusters of 2 (mb: B in boxes of 128
+ * rows); 0 where the launch is refused (the caller runs single CTAs) */
 template <int MODE>
-static void wg_go_pairs(const CUtensorMap &ma, const CUtensorMap &mb, const CUtensorMap &mt,
-			int64_t I, int64_t J, int64_t ldp, const EpArgs &ep)
+static int wg_go_pairs(const CUtensorMap &ma, const CUtensorMap &mb, const CUtensorMap &mt,
+		       int64_t I, int64_t J, int64_t ldp, const EpArgs &ep)
 {
 	const unsigned int grid = (unsigned int)(2 * ((cdiv(I, WG_BM) + 1) / 2) * cdiv(J, WG_BN));
 	cudaLaunchConfig_t cfg;
@@ -652,7 +653,11 @@ static void wg_go_pairs(const CUtensorMap &ma, const CUtensorMap &mb, const CUte
 	at[0].val.clusterDim.z = 1;
 	cfg.attrs = at;
 	cfg.numAttrs = 1;
-	CK(cudaLaunchKernelEx(&cfg, gemm_tma_kernel<MODE, 1, 0, 1>, ma, mb, mt, I, J, ldp, ep));
+	if (cudaLaunchKernelEx(&cfg, gemm_tma_kernel<MODE, 1, 0, 1>, ma, mb, mt, I, J, ldp, ep) ==
+	    cudaSuccess)
+		return 1;
+	cudaGetLastError(); /* not launched: clear it */
+	return 0;
 }
 
 /* C = A B^T on the warpgroup MMA when the device is an sm_90 and the
@@ -682,13 +687,12 @@ static int wg_launch(const __nv_bfloat16 *A, const __nv_bfloat16 *B, int64_t I, 
 	 * Not the votes (h19, same runs: fp8 vote GEMM at 4096^2 180.5 vs
 	 * 175.6 us single, ncu; a pair waits for the slower epilogue) */
 	const int cl = MODE == EP_STORE && ok_ws > 0 && ok_cl > 0 && !cuda_legacy("wcl");
-	CUtensorMap ma, mb, mt;
+	CUtensorMap ma, mb, mt, mh;
 	if (ok_tma > 0 && !cuda_legacy("tma") && wg_map(&ma, A, I, ldp, WG_BM) &&
 	    wg_map(&mb, B, J, ldp, WG_BN)) {
 		if (MODE == EP_STORE && ok_ws > 0 && !cuda_legacy("wspec")) {
-			if (cl && wg_map(&mb, B, J, ldp, WG_BN / 2))
-				wg_go_pairs<EP_STORE>(ma, mb, ma, I, J, ldp, ep);
-			else
+			if (!(cl && wg_map(&mh, B, J, ldp, WG_BN / 2) &&
+			      wg_go_pairs<EP_STORE>(ma, mh, ma, I, J, ldp, ep)))
 				gemm_tma_kernel<EP_STORE, 1><<<grid, 288, WG_SMEM>>>(ma, mb, ma, I, J, ldp,
 										     ep);
 		} else if (MODE == EP_VOTE && ok_ws > 0 && !cuda_legacy("vpf") &&
