@@ -553,6 +553,48 @@ START_TEST(test_step_batch)
 }
 END_TEST
 
+/* the uncapped step where many weights are at threshold (|T| up to 20 at
+ * threshold 12, then 8: about 40 % and more): the fast kernel's path for
+ * lanes with many weights at threshold; several group sizes, both reset
+ * modes and both orders, two rounds, exact against the CPU */
+START_TEST(test_step_heavy)
+{
+	static const struct { int64_t r, c; int gs, erule, reset, order; } cs[] = {
+		{ 64, 1280, 32, ARB_ERULE_RESIDUAL, 0, ARB_ORDER_T_FIRST },
+		{ 33, 640, 16, ARB_ERULE_BIGINT, 1, ARB_ORDER_E_FIRST },
+		{ 20, 4100, 4, ARB_ERULE_RESIDUAL, 1, ARB_ORDER_T_FIRST },
+		{ 9, 1280, 128, ARB_ERULE_RESIDUAL, 0, ARB_ORDER_E_FIRST },
+		{ 17, 335, 64, ARB_ERULE_BIGINT, 0, ARB_ORDER_T_FIRST },
+	};
+	for (int leg = 0; leg < 2; leg++) {
+		/* then the same through the per-tensor kernels of
+		 * ARB_CUDA_LEGACY=step */
+		if (leg) setenv("ARB_CUDA_LEGACY", "step", 1);
+		for (int i = 0; i < (int)(sizeof cs / sizeof cs[0]); i++) {
+			pair p;
+			pair_make(&p, cs[i].r, cs[i].c, cs[i].gs, cs[i].erule, 0, 60 + i, 20, 0);
+			for (int r = 0; r < 2; r++) {
+				char ctx[120];
+				snprintf(ctx, sizeof ctx, "step_heavy %lldx%lld gs=%d legacy=%d round %d",
+					 (long long)cs[i].r, (long long)cs[i].c, cs[i].gs, leg, r);
+				arb_step sp = { .threshold = 12 - 4 * r, .reset_mode = cs[i].reset,
+						.order = cs[i].order, .e_threshold = 2, .e_min = -8,
+						.e_max = 2, .cap_ppm = 0, .seed = 7, .t = (uint64_t)r };
+				arb_step_stats sa, sb;
+				cpu->tern_step(cpu, &p.h, &sp, &sa);
+				gpu->tern_step(gpu, &p.d, &sp, &sb);
+				cmp_stats(ctx, &sa, &sb);
+				pair_check(&p, ctx);
+				ck_assert_msg(sa.flips > 0 && sa.saturated > 0,
+					      "%s: inputs produce no flips or no held weights", ctx);
+			}
+			pair_free(&p);
+		}
+	}
+	unsetenv("ARB_CUDA_LEGACY");
+}
+END_TEST
+
 START_TEST(test_step_frozen)
 {
 	pair p;
@@ -795,6 +837,7 @@ Suite *suite_gpu(void)
 		{ "vote_tile", test_vote_tile },
 		{ "vote_f8", test_vote_f8 },
 		{ "step_frozen", test_step_frozen },
+		{ "step_heavy", test_step_heavy },
 		{ "step_many", test_step_many },
 		{ "step_batch", test_step_batch },
 		{ "embed", test_embed },
