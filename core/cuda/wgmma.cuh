@@ -15,7 +15,9 @@
  * with 16-byte cp.async from every thread and a barrier per stage.
  *
  * F8 = 1 (sign votes only): fp8 e4m3 operands, the same 128 bytes a row
- * per stage (128 of k) and m64n256k32.
+ * per stage (128 of k) and m64n256k32. CL = 1 (EP_STORE): CTA pairs in
+ * clusters of 2 on two row tiles of one column tile, each loading half of
+ * the shared B tile into both CTAs' stages by TMA multicast.
  *
  * Epilogues: EP_STORE (forward, backward_x) and EP_VOTE for sign votes
  * (the tile's signs go through shared memory to the same T_accum / score
