@@ -643,8 +643,7 @@ static int wg_go_pairs(const CUtensorMap &ma, const CUtensorMap &mb, const CUten
 		       int64_t I, int64_t J, int64_t ldp, const EpArgs &ep)
 {
 	const unsigned int grid = (unsigned int)(2 * ((cdiv(I, WG_BM) + 1) / 2) * cdiv(J, WG_BN));
-	cudaLaunchConfig_t cfg;
-	memset(&cfg, 0, sizeof cfg);
+	cudaLaunchConfig_t cfg = {};
 	cfg.gridDim = dim3(grid);
 	cfg.blockDim = dim3(288);
 	cfg.dynamicSmemBytes = WG_SMEM;
