@@ -188,6 +188,7 @@ int main(void)
 			if (M == 4096) ab("fwdpr", "prep");       /* decode and x conversion apart */
 			if (M == 4096) ab("fwdws", "wspec");      /* no producer warp in the GEMM */
 			if (M == 4096) ab("fwdcl", "wcl");  /* single CTAs, not pairs sharing B */
+			if (M == 256) ab("fwdns", "wsk");   /* K not split on few tiles */
 		}
 		for (int64_t M : { (int64_t)16, (int64_t)256, (int64_t)4096 }) {
 			if (small_only) break;
@@ -203,6 +204,14 @@ int main(void)
 							 CUBLAS_GEMM_DEFAULT));
 				});
 				line("bwd_x", M, N, K, ours, cub, 0.0);
+				if (M == 256) {
+					legacy_push("wsk"); /* K not split on few tiles */
+					const double ns = time_us([&](int i) {
+						be->linear_backward_x(be, &ws[i % nours], dy, dx, M, 0);
+					});
+					legacy_pop();
+					line("bwdns", M, N, K, ns, cub, 0.0);
+				}
 				if (M == 4096) {
 					/* ARB_CUDA_LEGACY=prep: decode and conversion apart */
 					legacy_push("prep");

@@ -284,6 +284,15 @@ START_TEST(test_linear_large)
 	run_linear(512, 250, 333, 32, ARB_ERULE_RESIDUAL, 1);
 	run_linear(300, 200, 640, 64, ARB_ERULE_FROZEN, 0);
 	unsetenv("ARB_CUDA_LEGACY");
+	/* tile grids of few tiles: K split 3 (forward) and 4 ways (backward_x)
+	 * into partial sums (300 x 200 x 640 above: the forward 2 ways), on
+	 * pairs and on single CTAs, and not split (ARB_CUDA_LEGACY=wsk) */
+	run_linear(256, 1024, 768, 32, ARB_ERULE_RESIDUAL, 1);
+	setenv("ARB_CUDA_LEGACY", "wcl", 1);
+	run_linear(256, 1024, 768, 32, ARB_ERULE_RESIDUAL, 1);
+	setenv("ARB_CUDA_LEGACY", "wsk", 1);
+	run_linear(256, 1024, 768, 32, ARB_ERULE_RESIDUAL, 1);
+	unsetenv("ARB_CUDA_LEGACY");
 }
 END_TEST
 

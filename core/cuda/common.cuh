@@ -130,11 +130,12 @@ void cuda_attention_backward(arb_backend *be, const float *q, const float *k,
 /* ARB_CUDA_LEGACY=<keys> (any subset, comma separated) selects the previous
  * kernels of a family: for A/B timing and for bisecting a GPU-suite failure.
  * Keys: step skinny gemv gemm wgmma tma vote bwdx fwd16 prep wspec vsimd vpf
- * vf8 wcl srev (vf8: the sign vote's bf16 operands instead of fp8 e4m3;
- * vpf: its epilogue without the producer warp's prefetch; wcl: the Hopper
- * store GEMM on single CTAs instead of CTA pairs sharing the B tile; srev:
- * the capped step's tiles in ascending order). Matched by strstr: no key
- * may contain another. */
+ * vf8 wcl wsk srev (vf8: the sign vote's bf16 operands instead of fp8
+ * e4m3; vpf: its epilogue without the producer warp's prefetch; wcl: the
+ * Hopper store GEMM on single CTAs instead of CTA pairs sharing the B tile;
+ * wsk: that GEMM's K not split on small tile grids; srev: the capped
+ * step's tiles in ascending order). Matched by strstr: no key may contain
+ * another. */
 #include <stdlib.h>
 #include <string.h>
 static inline int cuda_legacy(const char *what)

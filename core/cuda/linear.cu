@@ -389,6 +389,7 @@ __device__ __forceinline__ void vote_sign_epilogue(const float (&acc)[4][4][4],
 	vote_tile_apply(sg, EPS_LD, (int *)(smem + BM * EPS_LD), i0, j0, I, J, ep);
 }
 
+static void split_sum_launch(const float *part, int64_t S, int64_t n, float *out, int acc);
 #include "wgmma.cuh"
 
 /* a 128 x 128 mma.sync tile's accumulators (both tile kernels) to zero */
@@ -2786,7 +2787,7 @@ void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 									     xb, nbd);
 		}
 		CK_LAUNCH(prep_fwd);
-		if (!wg_launch<EP_STORE>(xb, wb, M, N, ldp, ep))
+		if (!wg_launch<EP_STORE>(be, xb, wb, M, N, ldp, ep))
 			gs_launch<EP_STORE>(xb, wb, M, N, K, ldp, ep);
 	} else {
 		LoadWnk lb = { v };
@@ -2825,7 +2826,7 @@ void cuda_linear_backward_x(arb_backend *be, const arb_tern *w, const float *dy,
 									     dyb, nbd);
 		}
 		CK_LAUNCH(prep_bwd);
-		if (!wg_launch<EP_STORE>(dyb, wt, M, K, ldp, ep))
+		if (!wg_launch<EP_STORE>(be, dyb, wt, M, K, ldp, ep))
 			gs_launch<EP_STORE>(dyb, wt, M, K, N, ldp, ep);
 	} else {
 		LoadWkn lb = { v };
@@ -2908,7 +2909,7 @@ void cuda_linear_vote(arb_backend *be, arb_tern *w, const float *x, const float 
 		CK_LAUNCH(linear_measure);
 		cuda_finalize_sumsq(ep.parts, nblk, &ws->measured, 0, &ws->rms_now, N * K);
 	}
-	if (!wg_launch<EP_VOTE>(dyt, xt, N, K, ldp, ep))
+	if (!wg_launch<EP_VOTE>(be, dyt, xt, N, K, ldp, ep))
 		gs_launch<EP_VOTE>(dyt, xt, N, K, M, ldp, ep);
 	CK_LAUNCH(linear_vote);
 	if (sr) cuda_finalize_sumsq(ep.parts, nblk, &ws->sumsq, 1, NULL, 0);

@@ -407,18 +407,24 @@ __global__ void __launch_bounds__(WS ? 288 : 256, 1) gemm_tma_kernel(
 	wg_tile_of(I, J, &i0, &j0, CL);
 	const uint32_t rank = CL ? blockIdx.x & 1u : 0u; /* the CTA's rank in its pair */
 	const int bke = F8 ? 2 * WG_BK : WG_BK; /* k per stage: 128 bytes a row */
-	const int nk = (int)((ldp + bke - 1) / bke);
+	/* split K (EP_STORE, gridDim.y > 1): k steps kt0 .. kt0 + nk - 1 of
+	 * this CTA's share, its partial sums to slice blockIdx.y of ep.out */
+	const int nk_all = (int)((ldp + bke - 1) / bke);
+	const int kt0 = (int)((int64_t)nk_all * blockIdx.y / gridDim.y);
+	const int nk = (int)((int64_t)nk_all * (blockIdx.y + 1) / gridDim.y) - kt0;
+	if (MODE == EP_STORE && gridDim.y > 1) ep.out += (int64_t)blockIdx.y * I * ep.ld;
 	auto full = [&](int st) { return b0 + 8u * (uint32_t)st; };
 	auto empty = [&](int st) { return b0 + 8u * (uint32_t)(WG_STAGES + st); };
 	auto issue = [&](int st, int kt) {
 		const uint32_t sb = s0 + (uint32_t)st * WG_STAGE_BYTES;
+		const int kx = (kt0 + kt) * bke;
 		mb_expect(full(st), WG_STAGE_BYTES); /* CL: with the partner's half of B */
-		tma_load(sb, &ta, kt * bke, (int)i0, full(st));
+		tma_load(sb, &ta, kx, (int)i0, full(st));
 		if (CL)
-			tma_load_mc(sb + WG_BM * 128 + rank * 128 * 128, &tb, kt * bke,
+			tma_load_mc(sb + WG_BM * 128 + rank * 128 * 128, &tb, kx,
 				    (int)j0 + 128 * (int)rank, full(st));
 		else
-			tma_load(sb + WG_BM * 128, &tb, kt * bke, (int)j0, full(st));
+			tma_load(sb + WG_BM * 128, &tb, kx, (int)j0, full(st));
 	};
 	if (tid == 0) {
 		for (int st = 0; st < WG_STAGES; st++) {
@@ -636,15 +642,16 @@ static int wg_usable(const void *k)
 }
 
 /* gemm_tma_kernel<MODE, 1, 0, 1> on CTA pairs: a grid of whole pairs (the
- * row tiles rounded up to even), clusters of 2 (mb: B in boxes of 128
- * rows); 0 where the launch is refused (the caller runs single CTAs) */
+ * row tiles rounded up to even) times S splits of K, clusters of 2 (mb: B
+ * in boxes of 128 rows); 0 where the launch is refused (the caller runs
+ * single CTAs) */
 template <int MODE>
 static int wg_go_pairs(const CUtensorMap &ma, const CUtensorMap &mb, const CUtensorMap &mt,
-		       int64_t I, int64_t J, int64_t ldp, const EpArgs &ep)
+		       int64_t I, int64_t J, int64_t ldp, const EpArgs &ep, int S)
 {
 	const unsigned int grid = (unsigned int)(2 * ((cdiv(I, WG_BM) + 1) / 2) * cdiv(J, WG_BN));
 	cudaLaunchConfig_t cfg = {};
-	cfg.gridDim = dim3(grid);
+	cfg.gridDim = dim3(grid, (unsigned int)S);
 	cfg.blockDim = dim3(288);
 	cfg.dynamicSmemBytes = WG_SMEM;
 	cudaLaunchAttribute at[1];
@@ -665,8 +672,8 @@ static int wg_go_pairs(const CUtensorMap &ma, const CUtensorMap &mb, const CUten
  * epilogue one it has: stages by TMA, or by cp.async where no tensor map
  * can be made (or ARB_CUDA_LEGACY=tma); 0: the caller's kernel runs */
 template <int MODE>
-static int wg_launch(const __nv_bfloat16 *A, const __nv_bfloat16 *B, int64_t I, int64_t J,
-		     int64_t ldp, const EpArgs &ep)
+static int wg_launch(arb_backend *be, const __nv_bfloat16 *A, const __nv_bfloat16 *B, int64_t I,
+		     int64_t J, int64_t ldp, const EpArgs &ep)
 {
 	if (wg_major() != 9 || cuda_legacy("wgmma")) return 0;
 	if (MODE == EP_VOTE && (ep.kind != ARB_VOTE_SIGN || ep.parts)) return 0;
@@ -692,10 +699,33 @@ static int wg_launch(const __nv_bfloat16 *A, const __nv_bfloat16 *B, int64_t I, 
 	if (ok_tma > 0 && !cuda_legacy("tma") && wg_map(&ma, A, I, ldp, WG_BM) &&
 	    wg_map(&mb, B, J, ldp, WG_BN)) {
 		if (MODE == EP_STORE && ok_ws > 0 && !cuda_legacy("wspec")) {
+			/* a tile grid of at most half the SMs: K split S ways
+			 * (at least 4 k steps each, at most 8 splits) into
+			 * partial sums, added in split order (ARB_CUDA_LEGACY=wsk:
+			 * no split) */
+			const int64_t tiles = (int64_t)cdiv(I, WG_BM) * cdiv(J, WG_BN);
+			const int64_t sms = cuda_get_priv(be)->sms, nks = (ldp + WG_BK - 1) / WG_BK;
+			int64_t S = 1;
+			if (2 * tiles <= sms && ep.ld == J && !cuda_legacy("wsk")) {
+				S = sms / tiles;
+				if (S > nks / 4) S = nks / 4;
+				if (S > 8) S = 8;
+				if (S < 1) S = 1;
+			}
+			EpArgs e2 = ep;
+			unsigned int *cnt = NULL;
+			if (S > 1) {
+				e2.out = cuda_split_ws(be, S * I * J, &cnt, 0);
+				e2.acc = 0;
+			}
 			if (!(cl && wg_map(&mh, B, J, ldp, WG_BN / 2) &&
-			      wg_go_pairs<EP_STORE>(ma, mh, ma, I, J, ldp, ep)))
-				gemm_tma_kernel<EP_STORE, 1><<<grid, 288, WG_SMEM>>>(ma, mb, ma, I, J, ldp,
-										     ep);
+			      wg_go_pairs<EP_STORE>(ma, mh, ma, I, J, ldp, e2, (int)S)))
+				gemm_tma_kernel<EP_STORE, 1><<<dim3(grid, (unsigned int)S), 288, WG_SMEM>>>(
+					ma, mb, ma, I, J, ldp, e2);
+			if (S > 1) {
+				CK_LAUNCH(gemm_tma);
+				split_sum_launch(e2.out, S, I * J, ep.out, ep.acc);
+			}
 		} else if (MODE == EP_VOTE && ok_ws > 0 && !cuda_legacy("vpf") &&
 			   wg_map_t(&mt, ep.T, I, J)) {
 			/* the producer warp also prefetches the epilogue's
