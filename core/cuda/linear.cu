@@ -138,7 +138,7 @@ struct EpArgs {
 	int kind, step, R, rms_host; const int *rms_dev;
 	uint64_t seed, stream;
 	double *parts;                                  /* sr: per-CTA sumsq */
-	int v4;                                         /* vote_apply4 allowed */
+	int v4;                                         /* vote_calc4 allowed */
 	int pf;                                         /* vote epilogue operands prefetched */
 	tern_ws *f8;                                    /* fp8 vote: scale state to roll */
 };
@@ -231,33 +231,39 @@ __device__ __forceinline__ void vote_apply(const EpArgs &ep, const vote_geom &q,
  * byte operations (h17 ncu: the per-weight loop was a third of the vote
  * GEMM's epilogue instructions): T -= step * s saturated to [-127, 127],
  * the score terms s * trit as two byte dot products (below / from the
- * lane's group boundary). Same results as vote_apply. */
-__device__ __forceinline__ void vote_apply4(const EpArgs &ep, const vote_geom &q, int64_t n,
-					    int64_t J, uint32_t s4, int8_t *tv, uint32_t pk,
-					    int *sc_row)
+ * lane's group boundary). Same results as vote_apply. Split in two: the
+ * arithmetic (vote_calc4, no branch and no memory access, so that a tile
+ * epilogue interleaves the rows of a batch; h19: dependency waits, branch
+ * resolution and instruction fetch were two thirds of the epilogue's
+ * stall samples) and its writes (vote_commit4). */
+__device__ __forceinline__ void vote_calc4(const EpArgs &ep, const vote_geom &q, uint32_t t4,
+					   uint32_t s4, uint32_t pk, uint32_t *nt, int *lo, int *hi)
 {
-	const uint32_t t4 = (uint32_t)(uint8_t)tv[0] | ((uint32_t)(uint8_t)tv[1] << 8) |
-		((uint32_t)(uint8_t)tv[2] << 16) | ((uint32_t)(uint8_t)tv[3] << 24);
 	const uint32_t nz = s4 & 0x01010101u, neg = (s4 >> 7) & 0x01010101u;
 	const uint32_t nm = neg * 0xffu, mag = nz * (uint32_t)ep.step;
 	const uint32_t inc = __vsub4(mag ^ nm, nm);
 	const uint32_t nzm = nz * 0xffu; /* bytes with a vote: others keep their value */
-	const uint32_t nt = (__vmaxs4(__vsubss4(t4, inc), 0x81818181u) & nzm) | (t4 & ~nzm);
-	if (nt != t4) *(uint32_t *)(ep.T + n * J + q.k0) = nt;
-	if (ep.score && s4) {
-		/* digits d0 .. d0+3 of the two packed bytes as one base-3 number */
-		const uint32_t v = (pk & 0xffu) + 243u * (pk >> 8);
-		uint32_t qd = __umulhi(v, q.p3inv) + (q.d0 == 0 ? v : 0u);
-		uint32_t d4 = 0;
+	*nt = (__vmaxs4(__vsubss4(t4, inc), 0x81818181u) & nzm) | (t4 & ~nzm);
+	/* digits d0 .. d0+3 of the two packed bytes as one base-3 number */
+	const uint32_t v = (pk & 0xffu) + 243u * (pk >> 8);
+	uint32_t qd = __umulhi(v, q.p3inv) + (q.d0 == 0 ? v : 0u);
+	uint32_t d4 = 0;
 #pragma unroll
-		for (int b = 0; b < 4; b++) {
-			const uint32_t q1 = (qd * 43691u) >> 17;
-			d4 |= (qd - 3u * q1) << (8 * b);
-			qd = q1;
-		}
-		const int tr = (int)__vsub4(d4, 0x01010101u);
-		const int lo = __dp4a((int)(s4 & q.lomask), tr, 0);
-		const int hi = __dp4a((int)(s4 & ~q.lomask), tr, 0);
+	for (int b = 0; b < 4; b++) {
+		const uint32_t q1 = (qd * 43691u) >> 17;
+		d4 |= (qd - 3u * q1) << (8 * b);
+		qd = q1;
+	}
+	const int tr = (int)__vsub4(d4, 0x01010101u);
+	*lo = __dp4a((int)(s4 & q.lomask), tr, 0);
+	*hi = __dp4a((int)(s4 & ~q.lomask), tr, 0);
+}
+__device__ __forceinline__ void vote_commit4(const EpArgs &ep, const vote_geom &q, int64_t n,
+					     int64_t J, uint32_t t4, uint32_t nt, int lo, int hi,
+					     int *sc_row)
+{
+	if (nt != t4) *(uint32_t *)(ep.T + n * J + q.k0) = nt;
+	if (ep.score) {
 		if (lo) atomicAdd(&sc_row[q.gl0], lo);
 		if (hi) atomicAdd(&sc_row[q.gl0 + 1], hi);
 	}
@@ -327,43 +333,61 @@ __device__ __forceinline__ void vote_tile_apply(const int8_t *sg, int sld, int *
 	const int v4 = ep.v4 && vg.vec && ep.step >= 1 && ep.step <= 127;
 	const int64_t kbs = pj0 / 5; /* first packed byte of the windows */
 	for (int r0 = 0; r0 < 16; r0 += 8) {
-		int8_t tv[8][4];
-		uint32_t pk[8];
+		uint32_t pk[8], tw[8]; /* tw: the row's 4 accumulators as one word */
 #pragma unroll
 		for (int r = 0; r < 8; r++) {
 			const int il = warp * 16 + r0 + r;
 			const int64_t n = i0 + il;
 			pk[r] = 0;
+			tw[r] = 0;
 			if (n >= I || !vg.nk) continue;
 			if (!pf) {
-				vote_load(ep, vg, n, J, tv[r], &pk[r]);
+				int8_t tv[4] = { 0, 0, 0, 0 };
+				vote_load(ep, vg, n, J, tv, &pk[r]);
+				tw[r] = (uint32_t)(uint8_t)tv[0] | ((uint32_t)(uint8_t)tv[1] << 8) |
+					((uint32_t)(uint8_t)tv[2] << 16) | ((uint32_t)(uint8_t)tv[3] << 24);
 				continue;
 			}
 			/* prefetched: the whole word (J % 16 == 0), the window's
 			 * bytes kb0 and kb0 + 1 */
-			const uint32_t t4 = *(const uint32_t *)(pf + il * 256 + (j0 - pj0) + 4 * lane);
-#pragma unroll
-			for (int b = 0; b < 4; b++) tv[r][b] = (int8_t)(t4 >> (8 * b));
+			tw[r] = *(const uint32_t *)(pf + il * 256 + (j0 - pj0) + 4 * lane);
 			if (ep.score) {
 				const unsigned char *wp = pw + il * VOTE_PF_W +
 					((n * ep.rb + kbs) & 15) + (vg.kb0 - kbs);
 				pk[r] = wp[0] | ((vg.d0 + vg.nk > 5 ? wp[1] : 121u) << 8);
 			}
 		}
+		if (v4) {
+			/* all rows' arithmetic, then their writes */
+			uint32_t nt[8];
+			int lo[8], hi[8];
+#pragma unroll
+			for (int r = 0; r < 8; r++)
+				vote_calc4(ep, vg, tw[r],
+					   *(const uint32_t *)(sg + (warp * 16 + r0 + r) * sld + 4 * lane),
+					   pk[r], &nt[r], &lo[r], &hi[r]);
+#pragma unroll
+			for (int r = 0; r < 8; r++) {
+				const int il = warp * 16 + r0 + r;
+				const int64_t n = i0 + il;
+				if (n < I && vg.nk)
+					vote_commit4(ep, vg, n, J, tw[r], nt[r], lo[r], hi[r], sc + il * SC_G);
+			}
+			continue;
+		}
 #pragma unroll
 		for (int r = 0; r < 8; r++) {
 			const int il = warp * 16 + r0 + r;
 			const int64_t n = i0 + il;
 			if (n >= I || !vg.nk) continue;
-			if (v4) {
-				vote_apply4(ep, vg, n, J, *(const uint32_t *)(sg + il * sld + 4 * lane),
-					    tv[r], pk[r], sc + il * SC_G);
-				continue;
-			}
 			int s4[4];
+			int8_t tv[4];
 #pragma unroll
-			for (int b = 0; b < 4; b++) s4[b] = b < vg.nk ? sg[il * sld + 4 * lane + b] : 0;
-			vote_apply(ep, vg, n, J, s4, tv[r], pk[r], sc + il * SC_G);
+			for (int b = 0; b < 4; b++) {
+				s4[b] = b < vg.nk ? sg[il * sld + 4 * lane + b] : 0;
+				tv[b] = (int8_t)(tw[r] >> (8 * b));
+			}
+			vote_apply(ep, vg, n, J, s4, tv, pk[r], sc + il * SC_G);
 		}
 	}
 	if (ep.score) vote_flush<BM>(ep, sc, i0, j0, J, I);
