@@ -111,18 +111,18 @@ int main(void)
 	const int heavy_only = only && !strcmp(only, "heavy");
 	int bad = 0;
 	if (!heavy_only) {
-	bad += selfcheck(be, 300, 640, 32, ARB_ERULE_RESIDUAL, ARB_ORDER_T_FIRST, 0);
-	bad += selfcheck(be, 300, 640, 16, ARB_ERULE_BIGINT, ARB_ORDER_E_FIRST, 20000);
-	bad += selfcheck(be, 1001, 4100, 4, ARB_ERULE_RESIDUAL, ARB_ORDER_T_FIRST, 20000);
-	bad += selfcheck(be, 77, 1280, 128, ARB_ERULE_RESIDUAL, ARB_ORDER_T_FIRST, 0);
-	/* few candidates (h11 fast path): none at threshold, then ~8 % */
-	g_accum_init = 11;
-	bad += selfcheck(be, 300, 640, 32, ARB_ERULE_RESIDUAL, ARB_ORDER_T_FIRST, 0);
-	bad += selfcheck(be, 1001, 4100, 4, ARB_ERULE_BIGINT, ARB_ORDER_T_FIRST, 20000);
-	g_accum_init = 12;
-	bad += selfcheck(be, 300, 640, 32, ARB_ERULE_RESIDUAL, ARB_ORDER_T_FIRST, 0);
-	bad += selfcheck(be, 1001, 4100, 4, ARB_ERULE_RESIDUAL, ARB_ORDER_T_FIRST, 20000);
-	bad += selfcheck(be, 77, 1280, 128, ARB_ERULE_RESIDUAL, ARB_ORDER_E_FIRST, 1000);
+		bad += selfcheck(be, 300, 640, 32, ARB_ERULE_RESIDUAL, ARB_ORDER_T_FIRST, 0);
+		bad += selfcheck(be, 300, 640, 16, ARB_ERULE_BIGINT, ARB_ORDER_E_FIRST, 20000);
+		bad += selfcheck(be, 1001, 4100, 4, ARB_ERULE_RESIDUAL, ARB_ORDER_T_FIRST, 20000);
+		bad += selfcheck(be, 77, 1280, 128, ARB_ERULE_RESIDUAL, ARB_ORDER_T_FIRST, 0);
+		/* few candidates (h11 fast path): none at threshold, then ~8 % */
+		g_accum_init = 11;
+		bad += selfcheck(be, 300, 640, 32, ARB_ERULE_RESIDUAL, ARB_ORDER_T_FIRST, 0);
+		bad += selfcheck(be, 1001, 4100, 4, ARB_ERULE_BIGINT, ARB_ORDER_T_FIRST, 20000);
+		g_accum_init = 12;
+		bad += selfcheck(be, 300, 640, 32, ARB_ERULE_RESIDUAL, ARB_ORDER_T_FIRST, 0);
+		bad += selfcheck(be, 1001, 4100, 4, ARB_ERULE_RESIDUAL, ARB_ORDER_T_FIRST, 20000);
+		bad += selfcheck(be, 77, 1280, 128, ARB_ERULE_RESIDUAL, ARB_ORDER_E_FIRST, 1000);
 	}
 	g_accum_init = 20;
 	if (bad) printf("SELFCHECK FAILED\n");
