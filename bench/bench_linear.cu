@@ -181,9 +181,10 @@ int main(void)
 				legacy_pop();
 				line(name, M, N, K, us, cub, 0.0);
 			};
-			if (M <= 16) ab("fwdold", "fwd16,skinny,gemv"); /* the v2 skinny kernel */
-			if (M <= 16) ab("fwd3", "fwd16");   /* GEMV (M = 1) or the v3 skinny kernel */
-			if (M <= 4) ab("fwdsk", "fwd16,gemv");          /* the v3 skinny kernel */
+			if (M == 1) ab("fwd4", "lut");      /* the v4 skinny kernel */
+			if (M <= 16) ab("fwdold", "lut,fwd16,skinny,gemv"); /* the v2 skinny kernel */
+			if (M <= 16) ab("fwd3", "lut,fwd16");   /* GEMV (M = 1) or the v3 skinny kernel */
+			if (M <= 4) ab("fwdsk", "lut,fwd16,gemv");      /* the v3 skinny kernel */
 			if (M == 4096) ab("fwdcp", "tma");        /* wgmma, cp.async stages */
 			if (M == 4096) ab("fwdpr", "prep");       /* decode and x conversion apart */
 			if (M == 4096) ab("fwdws", "wspec");      /* no producer warp in the GEMM */

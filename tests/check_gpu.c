@@ -254,11 +254,36 @@ START_TEST(test_linear_skinny4)
 	run_linear(2, 2000, 4096, 32, ARB_ERULE_FROZEN, 1);
 	run_linear(4, 6000, 4096, 32, ARB_ERULE_RESIDUAL, 1);
 	/* the kernels it replaced, still the fallback (ARB_CUDA_LEGACY=fwd16):
-	 * the GEMV (one token) and the v3 skinny kernel */
-	setenv("ARB_CUDA_LEGACY", "fwd16", 1);
+	 * the GEMV (one token) and the v3 skinny kernel; one token also past
+	 * the table kernel (lut) */
+	setenv("ARB_CUDA_LEGACY", "fwd16,lut", 1);
 	run_linear(1, 70, 11003, 32, ARB_ERULE_FROZEN, 1);
 	run_linear(3, 300, 1000, 32, ARB_ERULE_RESIDUAL, 1);
 	run_linear(16, 200, 333, 64, ARB_ERULE_FROZEN, 0);
+	unsetenv("ARB_CUDA_LEGACY");
+}
+END_TEST
+
+/* the one-token table kernel (ARB_LUT=1 forces it where the v4 skinny
+ * kernel would take the shape): rows 4-byte aligned (K = 4100: 820 bytes)
+ * or not (K = 1001, 2003, 11003), group sizes 16 (16-weight units), 32, 64
+ * and 128 (32-weight units, a group's scale over several), one slice
+ * (K <= 160: no split) or many, row counts that leave the last CTA
+ * partial; unforced on more rows than the v4 kernel fills in one wave;
+ * ARB_CUDA_LEGACY=lut gives the v4 skinny kernel its one-token work back */
+START_TEST(test_linear_lut)
+{
+	setenv("ARB_LUT", "1", 1);
+	run_linear(1, 700, 4100, 32, ARB_ERULE_FROZEN, 1);
+	run_linear(1, 333, 1001, 16, ARB_ERULE_RESIDUAL, 1);
+	run_linear(1, 100, 150, 64, ARB_ERULE_FROZEN, 1);
+	run_linear(1, 513, 2003, 128, ARB_ERULE_FROZEN, 0);
+	run_linear(1, 1030, 11003, 16, ARB_ERULE_FROZEN, 0);
+	unsetenv("ARB_LUT");
+	run_linear(1, 5000, 1000, 32, ARB_ERULE_RESIDUAL, 1);
+	run_linear(1, 6000, 333, 64, ARB_ERULE_FROZEN, 0);
+	setenv("ARB_CUDA_LEGACY", "lut", 1);
+	run_linear(1, 5000, 1000, 32, ARB_ERULE_RESIDUAL, 1);
 	unsetenv("ARB_CUDA_LEGACY");
 }
 END_TEST
@@ -838,6 +863,7 @@ Suite *suite_gpu(void)
 		{ "init", test_init },
 		{ "linear_small", test_linear_small },
 		{ "linear_skinny4", test_linear_skinny4 },
+		{ "linear_lut", test_linear_lut },
 		{ "linear_large", test_linear_large },
 		{ "vote_small", test_vote_small },
 		{ "vote_large", test_vote_large },

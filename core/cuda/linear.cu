@@ -1983,6 +1983,267 @@ static int gemv_forward(const tern_view &v, const float *x, float *y, int64_t M,
 }
 
 /* ---------------------------------------------------------------------------
+ * one-token forward by table lookup (h20). A packed byte holds five trits,
+ * so its share of a row's dot product with x is one of 243 sums of five
+ * signed x values. A CTA owns one slice of 32 packed byte positions (160
+ * weights) and 256 rows; it tabulates, for every position p and byte
+ * value b, tab[b][p] = sum_d trit_d(b) x[160 s + 5 p + d] (x past K is
+ * zero), and then a row costs one shared-memory lookup and one add a byte.
+ * Lane = row: the 32 lanes of a warp read 32 rows at the same position, so
+ * the table's row stride is odd (random bytes spread over the banks).
+ * Scales: a unit is 16 weights (group size 16) or 32 (group size >= 32, a
+ * power of two: every group boundary is a unit boundary, and 160 s is a
+ * multiple of 32). A byte that straddles a unit boundary has a second
+ * column for the digits after it. A row's unit sums are scaled by their
+ * group's 2^E (staged as floats) and added.
+ * Rows are staged by cp.async (the 48 aligned bytes that hold a row's 32,
+ * rows of 8 skewed by 16 bytes against bank conflicts). Every slice is a
+ * split-K CTA (grid.y); the last CTA of a row chunk adds the partials in
+ * slice order: deterministic. ARB_CUDA_LEGACY=lut skips it.
+ * h20 measures: 2.3M warp instructions at 4096^2 (the v4 kernel: 4.4M), of
+ * which the lookups are a fifth; the rest is the table (9 x 36 tasks of 27
+ * entries a CTA), staging, exponents and the split. The lookups' random
+ * banks conflict (ncu: 57 % of the 0.97M shared-memory wavefronts are
+ * excessive); the kernel is latency-bound at 20 cycles per
+ * issued instruction with 4 CTAs an SM. Two rows a lane (half the table
+ * work a row) was slower at every bench shape (13.9 / 22.7 / 28.2 us). */
+#define LT_P 32
+template <int LG> struct LtShape {
+	static constexpr int U = 16 << LG;      /* weights a unit */
+	static constexpr int NS = LG ? 4 : 8;   /* straddling bytes a slice */
+	static constexpr int C = LT_P + NS;     /* table columns */
+	static constexpr int S = C + 1;         /* odd row stride (words) */
+	static constexpr int NU = 160 / U;      /* units a slice */
+	static constexpr int SCS = NU | 1;      /* odd scale row stride */
+};
+template <int LG>
+static size_t lt_smem()
+{
+	typedef LtShape<LG> L;
+	return 256 * L::S * 4 + 256 * 50 + 256 * L::SCS * 4 + 161 * 4;
+}
+template <int D>
+__device__ __forceinline__ float lt_add(float a, float c)
+{
+	return D == 1 ? a : (D == 0 ? a - c : a + c);
+}
+template <int LG, int AL>
+__global__ void __launch_bounds__(256) lut_fwd_kernel(tern_view v, const float *x, float *y,
+	int acc, int sh, float *part, unsigned int *cnt)
+{
+	typedef LtShape<LG> L;
+	constexpr int R = 256;
+	extern __shared__ __align__(16) unsigned char ltm[];
+	float *tab = (float *)ltm;
+	unsigned char *srow = ltm + 256 * L::S * 4;
+	float *scl = (float *)(srow + R * 50);
+	float *xs = scl + R * L::SCS; /* x[160 s ..], zero past K; [160]: spare */
+	const int64_t N = v.rows, K = v.cols, rb = v.row_bytes;
+	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+	const int s = blockIdx.y;
+	const int64_t n0 = (int64_t)blockIdx.x * R, total = N * rb;
+	/* first every load of the CTA's: the rows (three aligned 16-byte
+	 * chunks each, by cp.async), the slice of x and the units' exponents
+	 * (to registers) */
+	const int64_t c0 = n0 * rb + 32 * s;      /* the CTA's first row, slice start */
+	const int64_t left0 = total - (c0 & ~(int64_t)15);
+	const int nr = (int)min((int64_t)R, N - n0), rbi = (int)rb; /* rb < 2^22 (host) */
+#pragma unroll
+	for (int q = 0; q < 3; q++) {
+		const int i = tid + 256 * q, r = i / 3, c = i - 3 * r;
+		/* bytes of the chunk within the tensor (0: a row >= N) */
+		const int ad = (int)((c0 & 15) + r * rbi) & ~15;
+		const int64_t left = r < nr ? left0 - ad - 16 * c : 0;
+		const int bytes = left >= 16 ? 16 : (left > 0 ? (int)left : 0);
+		cp_async16(srow + r * 48 + 16 * (r >> 3) + 16 * c,
+			   bytes ? v.packed + (c0 & ~(int64_t)15) + ad + 16 * c : v.packed, bytes);
+	}
+	cp_commit();
+	const int64_t k0 = 160 * (int64_t)s;
+	const float xv = tid < 160 && k0 + tid < K ? __ldg(x + k0 + tid) : 0.0f;
+	constexpr int NE = (R * L::NU + 255) / 256;
+	int ev[NE];
+	const int8_t *E0 = v.E + n0 * v.groups;
+#pragma unroll
+	for (int q = 0; q < NE; q++) {
+		const int i = tid + 256 * q, r = i / L::NU, u = i - L::NU * r;
+		const int g = min((L::NU * s + u) >> sh, v.groups - 1);
+		ev[q] = i < R * L::NU && r < nr ? E0[r * v.groups + g] : -127;
+	}
+	xs[tid < 160 ? tid : 160] = xv;
+	__syncthreads();
+	/* the table: task (column c, top digits h) fills the 27 entries
+	 * b = 27 h + lo; entries 243..255 (no packed byte) are zero */
+	for (int t = tid; t < 9 * L::C; t += 256) {
+		const int h = t / L::C, c = t - h * L::C;
+		int p, dlo, dhi;
+		if (c < LT_P) {
+			p = c;
+			dlo = 0;
+			dhi = min(5, (5 * c / L::U + 1) * L::U - 5 * c);
+		} else {
+			const int i = c - LT_P, j = LG ? i : (i < 4 ? i : i + 1);
+			const int bnd = L::U * (j + 1);
+			p = bnd / 5;
+			dlo = bnd - 5 * p;
+			dhi = 5;
+		}
+		float cf[5];
+#pragma unroll
+		for (int d = 0; d < 5; d++) cf[d] = d >= dlo && d < dhi ? xs[5 * p + d] : 0.0f;
+		const int d3 = h % 3, d4 = h / 3;
+		float B = d3 == 0 ? -cf[3] : (d3 == 2 ? cf[3] : 0.0f);
+		B = d4 == 0 ? B - cf[4] : (d4 == 2 ? B + cf[4] : B);
+		float *col = tab + 27 * h * L::S + c;
+		const float a20 = lt_add<0>(B, cf[2]), a21 = lt_add<1>(B, cf[2]),
+			    a22 = lt_add<2>(B, cf[2]);
+		const float a2[3] = { a20, a21, a22 };
+#pragma unroll
+		for (int d2 = 0; d2 < 3; d2++) {
+			const float a10 = lt_add<0>(a2[d2], cf[1]), a11 = lt_add<1>(a2[d2], cf[1]),
+				    a12 = lt_add<2>(a2[d2], cf[1]);
+			const float a1[3] = { a10, a11, a12 };
+#pragma unroll
+			for (int d1 = 0; d1 < 3; d1++) {
+				float *e = col + (9 * d2 + 3 * d1) * L::S;
+				e[0] = lt_add<0>(a1[d1], cf[0]);
+				e[L::S] = lt_add<1>(a1[d1], cf[0]);
+				e[2 * L::S] = lt_add<2>(a1[d1], cf[0]);
+			}
+		}
+	}
+	for (int i = tid; i < 13 * L::C; i += 256)
+		tab[(243 + i / L::C) * L::S + i % L::C] = 0.0f;
+#pragma unroll
+	for (int q = 0; q < NE; q++) {
+		const int i = tid + 256 * q, r = i / L::NU, u = i - L::NU * r;
+		if (i < R * L::NU) scl[r * L::SCS + u] = arb_exp2i(ev[q]);
+	}
+	cp_wait<0>();
+	__syncthreads();
+	float res;
+	{
+		const int r = 32 * warp + lane;
+		const int64_t n = n0 + r;
+		const unsigned char *sr = srow + r * 48 + 16 * (r >> 3);
+		const int o = (int)((n * rb + 32 * s) & 15);
+		uint32_t w[8];
+		if (AL) {
+#pragma unroll
+			for (int i = 0; i < 8; i++) w[i] = *(const uint32_t *)(sr + o + 4 * i);
+		} else {
+			const uint32_t *q = (const uint32_t *)(sr + (o & ~3));
+			uint32_t t9[9];
+#pragma unroll
+			for (int i = 0; i < 9; i++) t9[i] = q[i];
+#pragma unroll
+			for (int i = 0; i < 8; i++) w[i] = __funnelshift_r(t9[i], t9[i + 1], 8 * (o & 3));
+		}
+		float us[L::NU];
+#pragma unroll
+		for (int u = 0; u < L::NU; u++) us[u] = 0.0f;
+		int si = 0;
+#pragma unroll
+		for (int p = 0; p < LT_P; p++) {
+			const uint32_t b = prmt(w[p >> 2], 0u, 0x4440u | (uint32_t)(p & 3));
+			const float *e = tab + b * L::S;
+			const int ulo = 5 * p / L::U, uhi = (5 * p + 4) / L::U;
+			us[ulo] += e[p];
+			if (uhi != ulo) {
+				us[uhi] += e[LT_P + si];
+				si++;
+			}
+		}
+		const float *sc = scl + r * L::SCS;
+		float sum = 0.0f;
+#pragma unroll
+		for (int u = 0; u < L::NU; u++) sum = fmaf(us[u], sc[u], sum);
+		res = sum;
+	}
+	if (n0 + tid < N) {
+		if (gridDim.y == 1) y[n0 + tid] = acc ? y[n0 + tid] + res : res;
+		else part[(int64_t)s * N + n0 + tid] = res;
+	}
+	if (gridDim.y == 1) return;
+	/* the last CTA of the row chunk adds the slices' partials in order */
+	__shared__ int is_last;
+	__syncthreads(); /* the CTA's partials before thread 0's fence */
+	if (tid == 0) {
+		__threadfence();
+		is_last = atomicAdd(&cnt[blockIdx.x], 1u) == gridDim.y - 1;
+	}
+	__syncthreads();
+	if (!is_last) return;
+	__threadfence();
+	const int S = gridDim.y;
+	const int64_t n = n0 + tid;
+	if (n < N) {
+		float sum = 0.0f;
+		int sp = 0;
+		for (; sp + 8 <= S; sp += 8) {
+			float a[8];
+#pragma unroll
+			for (int u = 0; u < 8; u++) a[u] = __ldcg(part + (int64_t)(sp + u) * N + n);
+#pragma unroll
+			for (int u = 0; u < 8; u++) sum += a[u];
+		}
+		for (; sp < S; sp++) sum += __ldcg(part + (int64_t)sp * N + n);
+		y[n] = acc ? y[n] + sum : sum;
+	}
+	if (tid == 0) cnt[blockIdx.x] = 0;
+}
+
+template <int LG, int AL>
+static void lut_go(dim3 grid, const tern_view &v, const float *x, float *y, int acc, int sh,
+		   float *part, unsigned int *cnt)
+{
+	const size_t smem = lt_smem<LG>();
+	static int ready = 0;
+	if (!ready) {
+		CK(cudaFuncSetAttribute(lut_fwd_kernel<LG, AL>,
+			cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+		ready = 1;
+	}
+	lut_fwd_kernel<LG, AL><<<grid, 256, smem>>>(v, x, y, acc, sh, part, cnt);
+}
+/* 0: the tensor or the batch does not suit the table kernel, or the v4
+ * skinny kernel runs it in one wave, where it is as fast (h20: 4096^2
+ * 11.7-11.9 vs 12.2-12.5 us; 11008 x 4096 20.5-20.9 vs the v4 kernel's 27.0;
+ * 4096 x 11008 22.1 vs the GEMV's 27.6). ARB_LUT=1 forces it (tests). */
+static int lut_forward(arb_backend *be, const tern_view &v, const float *x, float *y,
+		       int64_t M, int accumulate)
+{
+	const int gs = v.gs;
+	if (M != 1 || v.corr || (gs & (gs - 1)) || gs < 16 || cuda_legacy("lut") ||
+	    getenv("ARB_SK4") || ((uintptr_t)v.packed & 15))
+		return 0;
+	const int64_t N = v.rows, rb = v.row_bytes, slices = (rb + 31) / 32;
+	if (slices > 65535 || rb >= (1 << 22) || v.groups >= (1 << 22)) return 0;
+	const char *ov = getenv("ARB_LUT");
+	const int sms = cuda_get_priv(be)->sms;
+	if (!(ov && !strcmp(ov, "1")) && (rb + 15) / 16 <= 64 &&
+	    (N + 15) / 16 <= 2 * (int64_t)sms + sms / 5 && !cuda_legacy("fwd16"))
+		return 0;
+	int lg = 0;
+	while ((1 << lg) < gs) lg++;
+	const int LG = gs >= 32, sh = lg - 4 - LG;
+	const int64_t chunks = (N + 255) / 256;
+	if (chunks > 0x7fffffff) return 0;
+	unsigned int *cnt = NULL;
+	float *part = slices > 1 ? cuda_split_ws(be, slices * N, &cnt, chunks) : NULL;
+	const dim3 grid((unsigned)chunks, (unsigned)slices);
+	if ((rb & 3) == 0) {
+		if (LG) lut_go<1, 1>(grid, v, x, y, accumulate, sh, part, cnt);
+		else lut_go<0, 1>(grid, v, x, y, accumulate, sh, part, cnt);
+	} else {
+		if (LG) lut_go<1, 0>(grid, v, x, y, accumulate, sh, part, cnt);
+		else lut_go<0, 0>(grid, v, x, y, accumulate, sh, part, cnt);
+	}
+	CK_LAUNCH(lut_fwd);
+	return 1;
+}
+
+/* ---------------------------------------------------------------------------
  * skinny backward_x, M <= 256: dx[m,k] = sum_n dy[m,n] W[n,k]. The reduction
  * runs over the rows of W. A CTA owns 32 packed byte columns (160 k) and a
  * chunk of at most 256 rows: it first stages the chunk's packed bytes and
@@ -2765,6 +3026,7 @@ void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 					    M - m0 < 16 ? M - m0 : 16, accumulate);
 		return;
 	}
+	if (lut_forward(be, v, x, y, M, accumulate)) return;
 	if (M <= 16 && skinny4_forward(be, v, x, y, M, accumulate)) return;
 	if (gemv_forward(v, x, y, M, accumulate)) return;
 	if (M <= 16 && skinny3_forward(be, v, x, y, M, accumulate)) return;
