@@ -2006,7 +2006,10 @@ static int gemv_forward(const tern_view &v, const float *x, float *y, int64_t M,
  * banks conflict (ncu: 57 % of the 0.97M shared-memory wavefronts are
  * excessive); the kernel is latency-bound at 20 cycles per
  * issued instruction with 4 CTAs an SM. Two rows a lane (half the table
- * work a row) was slower at every bench shape (13.9 / 22.7 / 28.2 us). */
+ * work a row) was slower at every bench shape (13.9 / 22.7 / 28.2 us), and
+ * so were CTAs that keep the table for 2, 3, 4 or 6 row chunks with the
+ * next chunk's rows loading during the lookups (4096 x 11008: 23.5 / 24.6 /
+ * 27.5 / 32.3 us against 20.6 with one chunk, same call): fewer CTAs. */
 #define LT_P 32
 template <int LG> struct LtShape {
 	static constexpr int U = 16 << LG;      /* weights a unit */
