@@ -17,13 +17,14 @@
  *                   16-wide k step (needs group_size % 16 == 0); the last CTA
  *                   of a row tile sums the split partials in a fixed order.
  *
- * The forward by batch size (cuda_linear_forward): 1..8 tokens the v4
- * skinny kernel where it is the fastest (skinny4_forward says where), one
- * token otherwise the GEMV, up to 256 tokens the v3 skinny kernel while
- * the tile GEMM would have few CTAs, else operands decoded / converted to
+ * The forward by batch size (cuda_linear_forward): one token by table
+ * lookup (lut_fwd_kernel) unless the v4 skinny kernel does it in one wave;
+ * 1..8 tokens the v4 skinny kernel where it is the fastest (skinny4_forward
+ * says where), one token otherwise the GEMV, up to 256 tokens the v3 skinny
+ * kernel while the tile GEMM would have few CTAs, else operands decoded / converted to
  * bf16 in one launch (prep_fwd_kernel) and the warpgroup-MMA GEMM
  * (wgmma.cuh) or, off Hopper, the mma.sync one. ARB_CUDA_LEGACY names
- * the families to skip (fwd16, gemv, skinny, prep, wgmma, tma, gemm, ...).
+ * the families to skip (lut, fwd16, gemv, skinny, prep, wgmma, tma, gemm, ...).
  *
  * Precision: activations and scales are rounded to bf16 (exact for the
  * dyadic test inputs and for power-of-two scales), products summed in fp32.
