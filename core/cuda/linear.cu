@@ -1226,18 +1226,43 @@ __device__ __forceinline__ void frag_zero(float (&a)[A][B][4])
  * loads of a batch of 8 outputs per thread are all in flight before any
  * result is stored (a store per element would serialize them: y and part
  * may alias as far as the compiler knows). */
-__device__ void split_finish(const float *part, float *y, unsigned int *slot, int64_t N,
+__device__ __noinline__ void split_finish(const float *part, float *y, unsigned int *slot, int64_t N,
 			     int64_t stride, int64_t nt0, int nv, int M, int acc)
 {
 	__shared__ int is_last;
 	const int tid = threadIdx.x;
-	__threadfence();
+	/* the barrier orders the CTA's partials before thread 0's fence and
+	 * arrival (h20: a fence by every thread cost the one-token table
+	 * kernel a fifth of its stall samples) */
 	__syncthreads();
-	if (tid == 0) is_last = atomicAdd(slot, 1u) == gridDim.y - 1;
+	if (tid == 0) {
+		__threadfence();
+		is_last = atomicAdd(slot, 1u) == gridDim.y - 1;
+	}
 	__syncthreads();
 	if (!is_last) return;
 	__threadfence();
 	const unsigned int S = gridDim.y;
+	if (nv * M <= 256) {
+		/* at most one output a thread: its splits' loads 8 at a time */
+		const int m = tid / nv;
+		const int64_t off = (int64_t)m * N + nt0 + (tid - m * nv);
+		if (tid < nv * M) {
+			float sum = 0.0f;
+			unsigned int sp = 0;
+			for (; sp + 8 <= S; sp += 8) {
+				float a[8];
+#pragma unroll
+				for (int u = 0; u < 8; u++) a[u] = __ldcg(part + (int64_t)(sp + u) * stride + off);
+#pragma unroll
+				for (int u = 0; u < 8; u++) sum += a[u];
+			}
+			for (; sp < S; sp++) sum += __ldcg(part + (int64_t)sp * stride + off);
+			y[off] = acc ? y[off] + sum : sum;
+		}
+		if (tid == 0) *slot = 0;
+		return;
+	}
 	for (int e0 = tid; e0 < nv * M; e0 += 256 * 8) {
 		int64_t off[8];
 		float sum[8];
@@ -2000,7 +2025,7 @@ static int gemv_forward(const tern_view &v, const float *x, float *y, int64_t M,
  * Rows are staged by cp.async (the 48 aligned bytes that hold a row's 32,
  * rows of 8 skewed by 16 bytes against bank conflicts). Every slice is a
  * split-K CTA (grid.y); the last CTA of a row chunk adds the partials in
- * slice order: deterministic. ARB_CUDA_LEGACY=lut skips it.
+ * slice order (split_finish): deterministic. ARB_CUDA_LEGACY=lut skips it.
  * h20 measures: 2.3M warp instructions at 4096^2 (the v4 kernel: 4.4M), of
  * which the lookups are a fifth; the rest is the table (9 x 36 tasks of 27
  * entries a CTA), staging, exponents and the split. The lookups' random
@@ -2168,33 +2193,9 @@ __global__ void __launch_bounds__(256) lut_fwd_kernel(tern_view v, const float *
 		if (gridDim.y == 1) y[n0 + tid] = acc ? y[n0 + tid] + res : res;
 		else part[(int64_t)s * N + n0 + tid] = res;
 	}
-	if (gridDim.y == 1) return;
-	/* the last CTA of the row chunk adds the slices' partials in order */
-	__shared__ int is_last;
-	__syncthreads(); /* the CTA's partials before thread 0's fence */
-	if (tid == 0) {
-		__threadfence();
-		is_last = atomicAdd(&cnt[blockIdx.x], 1u) == gridDim.y - 1;
-	}
-	__syncthreads();
-	if (!is_last) return;
-	__threadfence();
-	const int S = gridDim.y;
-	const int64_t n = n0 + tid;
-	if (n < N) {
-		float sum = 0.0f;
-		int sp = 0;
-		for (; sp + 8 <= S; sp += 8) {
-			float a[8];
-#pragma unroll
-			for (int u = 0; u < 8; u++) a[u] = __ldcg(part + (int64_t)(sp + u) * N + n);
-#pragma unroll
-			for (int u = 0; u < 8; u++) sum += a[u];
-		}
-		for (; sp < S; sp++) sum += __ldcg(part + (int64_t)sp * N + n);
-		y[n] = acc ? y[n] + sum : sum;
-	}
-	if (tid == 0) cnt[blockIdx.x] = 0;
+	if (gridDim.y > 1)
+		split_finish(part, y, &cnt[blockIdx.x], N, N, n0, (int)min((int64_t)256, N - n0), 1,
+			     acc);
 }
 
 template <int LG, int AL>
