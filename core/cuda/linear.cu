@@ -2212,9 +2212,10 @@ static void lut_go(dim3 grid, const tern_view &v, const float *x, float *y, int 
 	lut_fwd_kernel<LG, AL><<<grid, 256, smem>>>(v, x, y, acc, sh, part, cnt);
 }
 /* 0: the tensor or the batch does not suit the table kernel, or the v4
- * skinny kernel runs it in one wave, where it is as fast (h20: 4096^2
- * 11.7-11.9 vs 12.2-12.5 us; 11008 x 4096 20.5-20.9 vs the v4 kernel's 27.0;
- * 4096 x 11008 22.1 vs the GEMV's 27.6). ARB_LUT=1 forces it (tests). */
+ * skinny kernel runs it in one wave, where that is faster (h20, after the
+ * split_finish change: 4096^2 10.7-11.0 us vs the table's 12.2-12.7 before
+ * it; 11008 x 4096 20.3 vs the v4 kernel's 22.7-23.1; 4096 x 11008 20.5-20.6
+ * vs the GEMV's 27.7). ARB_LUT=1 forces it (tests). */
 static int lut_forward(arb_backend *be, const tern_view &v, const float *x, float *y,
 		       int64_t M, int accumulate)
 {
