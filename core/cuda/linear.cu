@@ -2226,8 +2226,16 @@ static int lut_forward(arb_backend *be, const tern_view &v, const float *x, floa
 	const int64_t N = v.rows, rb = v.row_bytes, slices = (rb + 31) / 32;
 	if (slices > 65535 || rb >= (1 << 22) || v.groups >= (1 << 22)) return 0;
 	const char *ov = getenv("ARB_LUT");
+	if (ov && strcmp(ov, "1")) {
+		static int told = 0;
+		if (!told)
+			fprintf(stderr, "arbcore: ARB_LUT=\"%s\" is not 1 (the only value, which "
+				"forces the one-token table kernel); the default dispatch is used\n", ov);
+		told = 1;
+		ov = NULL;
+	}
 	const int sms = cuda_get_priv(be)->sms;
-	if (!(ov && !strcmp(ov, "1")) && (rb + 15) / 16 <= 64 &&
+	if (!ov && (rb + 15) / 16 <= 64 &&
 	    (N + 15) / 16 <= 2 * (int64_t)sms + sms / 5 && !cuda_legacy("fwd16"))
 		return 0;
 	int lg = 0;
