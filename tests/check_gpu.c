@@ -264,6 +264,32 @@ START_TEST(test_linear_skinny4)
 }
 END_TEST
 
+/* the v5 skinny kernel (1..8 tokens, the CTA's weight copies all in flight
+ * before it decodes): forced shapes ARB_SK5 = "wr,splits" (16- or 32-row
+ * CTAs, K split 1..5 ways; one token only when forced), rows 4-byte
+ * aligned (K = 4100: 820 bytes) or not (K = 1001, 2003, 11003), group sizes
+ * 16, 32, 64 and 128, row counts that leave the last tile partial, K too
+ * short for every warp to have a segment; then its own choice of shape */
+START_TEST(test_linear_sk5)
+{
+	static const char *cfg[] = { "1,1", "1,3", "2,1", "2,2", "2,5" };
+	for (unsigned c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+		setenv("ARB_SK5", cfg[c], 1);
+		run_linear(1, 100, 4100, 32, ARB_ERULE_FROZEN, 1);
+		run_linear(3, 333, 1001, 16, ARB_ERULE_RESIDUAL, 1);
+		run_linear(8, 70, 2003, 128, ARB_ERULE_FROZEN, 1);
+		run_linear(5, 130, 11003, 64, ARB_ERULE_FROZEN, 0);
+		run_linear(4, 40, 150, 16, ARB_ERULE_FROZEN, 1);
+	}
+	unsetenv("ARB_SK5");
+	/* its own shape where it runs by default (2..8 tokens, rows over 64
+	 * segments: K > 5120): K split for SMs, and for shared memory */
+	run_linear(2, 300, 40000, 16, ARB_ERULE_FROZEN, 1);
+	run_linear(8, 2000, 11008, 32, ARB_ERULE_RESIDUAL, 1);
+	run_linear(4, 100, 6000, 64, ARB_ERULE_FROZEN, 0);
+}
+END_TEST
+
 /* the one-token table kernel (ARB_LUT=1 forces it where the v4 skinny
  * kernel would take the shape): rows 4-byte aligned (K = 4100: 820 bytes)
  * or not (K = 1001, 2003, 11003), group sizes 16 (16-weight units), 32, 64
@@ -864,6 +890,7 @@ Suite *suite_gpu(void)
 		{ "linear_small", test_linear_small },
 		{ "linear_skinny4", test_linear_skinny4 },
 		{ "linear_lut", test_linear_lut },
+		{ "linear_sk5", test_linear_sk5 },
 		{ "linear_large", test_linear_large },
 		{ "vote_small", test_vote_small },
 		{ "vote_large", test_vote_large },

@@ -17,14 +17,16 @@
  *                   16-wide k step (needs group_size % 16 == 0); the last CTA
  *                   of a row tile sums the split partials in a fixed order.
  *
- * The forward by batch size (cuda_linear_forward): one token by table
- * lookup (lut_fwd_kernel) unless the v4 skinny kernel does it in one wave;
- * 1..8 tokens the v4 skinny kernel where it is the fastest (skinny4_forward
- * says where), one token otherwise the GEMV, up to 256 tokens the v3 skinny
+ * The forward by batch size (cuda_linear_forward): 2..8 tokens on rows of
+ * more than 64 segments the v5 skinny kernel (skinny_fwd_kernel5); one
+ * token by table lookup (lut_fwd_kernel) unless the v4 skinny kernel does
+ * it in one wave; 1..8 tokens the v4 skinny kernel where it is the fastest
+ * (skinny4_forward says where), one token otherwise the GEMV, up to 256 tokens the v3 skinny
  * kernel while the tile GEMM would have few CTAs, else operands decoded / converted to
  * bf16 in one launch (prep_fwd_kernel) and the warpgroup-MMA GEMM
  * (wgmma.cuh) or, off Hopper, the mma.sync one. ARB_CUDA_LEGACY names
- * the families to skip (lut, fwd16, gemv, skinny, prep, wgmma, tma, gemm, ...).
+ * the families to skip (sk5, lut, fwd16, gemv, skinny, prep, wgmma, tma, gemm,
+ * ...).
  *
  * Precision: activations and scales are rounded to bf16 (exact for the
  * dyadic test inputs and for power-of-two scales), products summed in fp32.
@@ -1909,6 +1911,277 @@ static int skinny4_forward(arb_backend *be, const tern_view &v, const float *x, 
 }
 
 /* ---------------------------------------------------------------------------
+ * v5 skinny forward, 2..8 tokens on rows of more than 64 segments
+ * (skinny_fwd_kernel5): the v4 kernel's decode and mma, with every load of
+ * the CTA's weights in flight before any decode. A warp first issues
+ * cp.async copies of its 16 rows x spw segments (aligned 16-byte chunks, a
+ * row's slot spw + 1 chunks) and of the exponents they use; then the CTA
+ * builds its tables and stages x; only then does the warp wait for its own
+ * copies (no CTA barrier on them) and decode from shared memory. CTA: WR
+ * 16-row tiles x 8 / WR k slices; split-K over grid.y through split_finish
+ * as the v4 kernel.
+ * Why it exists (h21): the v4 kernel declines rows over 64 segments (K >
+ * 5120), where 4 tokens took the v3 kernel 36.4-37.1 us at 4096 x 11008;
+ * this kernel 25.6-26.3 (23.2 with three splits). At one token it is no
+ * faster than the kernels there (4096^2 10.5-10.8 vs 10.7-10.9 us, 11008 x
+ * 4096 21.4-23.4 vs the table kernel's 20.1): bench_linear's `read` line
+ * reads the same bytes in 4.3-4.7 / 5.9 us, so the bytes in flight were not
+ * what held those kernels back; ncu at 4096^2 (WR = 2): 3.2M warp
+ * instructions, about 6 per weight and lane (decode 43 %, the copies' index
+ * arithmetic 17 %), 8 warps an SM at 5 cycles an instruction. ARB_SK5
+ * forces it, also at one token (tests, tuning). */
+#define S5_SMAX (100 * 1024) /* dynamic shared memory a CTA (two an SM) */
+__host__ __device__ inline int s5_eslot(int spw, int lg)
+{
+	/* exponent bytes a row's slice touches, plus an alignment chunk */
+	return 16 * (((80 * spw >> lg) + 2 + 15) / 16 + 1);
+}
+template <int WR, int AL>
+__global__ void __launch_bounds__(256) skinny_fwd_kernel5(tern_view v, const float *x,
+	float *y, int M, int acc, int lg, int spw, float *part, unsigned int *cnt)
+{
+	constexpr int WK = 8 / WR, RB = 16 * WR;
+	__shared__ uint2 tab[256];
+	__shared__ uint32_t hw[256];
+	__shared__ float red[8][16][8 + 1];
+	extern __shared__ __align__(16) unsigned char s5m[];
+	const int64_t N = v.rows, K = v.cols, rb = v.row_bytes;
+	const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+	const int g = lane >> 2, q = lane & 3;
+	const int wr = warp % WR, wk = warp / WR;
+	const int64_t nseg = (rb + 15) / 16;
+	const int64_t cseg0 = (int64_t)blockIdx.y * WK * spw;
+	const int kr = (int)(80 * (min(cseg0 + (int64_t)WK * spw, nseg) - cseg0));
+	const int ldx = kr + 8;
+	const int seg0 = (int)(cseg0 + (int64_t)wk * spw);
+	const int seg1 = (int)min((int64_t)seg0 + spw, nseg);
+	const int64_t nt0 = (int64_t)blockIdx.x * RB, n0 = nt0 + wr * 16;
+	const int slot = 16 * (spw + 1), eslot = s5_eslot(spw, lg);
+	const size_t xbytes = ((size_t)M * ldx * 2 + 15) & ~(size_t)15;
+	unsigned char *ws = s5m + xbytes + (size_t)warp * 16 * slot;
+	unsigned char *es = s5m + xbytes + (size_t)8 * 16 * slot + (size_t)warp * 16 * eslot;
+	const int g1 = v.groups - 1;
+	const int64_t total = N * rb, etotal = N * (int64_t)v.groups;
+	/* 1. the warp's copies: rows n0 .. n0 + 15 (rows >= N repeat N - 1),
+	 * bytes [16 seg0, min(16 seg1, rb)) and their exponents */
+	if (seg0 < seg1) {
+		const int nch = spw + 1;
+		for (int e = lane; e < 16 * nch; e += 32) {
+			const int i = e / nch, c = e - i * nch;
+			const int64_t n = min(n0 + i, N - 1);
+			const int64_t bs = n * rb + 16 * (int64_t)seg0;
+			const int64_t be = n * rb + min(16 * (int64_t)seg1, rb);
+			const int64_t ch = (bs >> 4) + c;
+			if (16 * ch >= be) continue;
+			const int64_t left = total - 16 * ch;
+			cp_async16(ws + i * slot + 16 * c, v.packed + 16 * ch, left >= 16 ? 16 : (int)left);
+		}
+		const int ga = (80 * seg0) >> lg, gb = min((80 * seg1 - 1) >> lg, g1);
+		const int ench = eslot / 16;
+		for (int e = lane; e < 16 * ench; e += 32) {
+			const int i = e / ench, c = e - i * ench;
+			const int64_t n = min(n0 + i, N - 1);
+			const int64_t bs = n * v.groups + ga, be = n * v.groups + gb + 1;
+			const int64_t ch = (bs >> 4) + c;
+			if (16 * ch >= be) continue;
+			const int64_t left = etotal - 16 * ch;
+			cp_async16(es + i * eslot + 16 * c, v.E + 16 * ch, left >= 16 ? 16 : (int)left);
+		}
+	}
+	cp_commit();
+	s4_table(tab);
+	s4_hwords(hw);
+	/* 2. x[tok][80 cseg0 + k] as bf16 in xs[tok][k] (zero past K) */
+	__nv_bfloat16 *xs = (__nv_bfloat16 *)s5m;
+	{
+		const int kc0 = 80 * (int)cseg0, Ki = (int)K; /* K < 2^30 (host) */
+		const int vec = (K & 3) == 0 && ((uintptr_t)x & 15) == 0, k4n = kr >> 2;
+		for (int e0 = tid; e0 < M * k4n; e0 += 4 * 256) {
+			float4 f[4];
+#pragma unroll
+			for (int u = 0; u < 4; u++) {
+				const int e = e0 + 256 * u, tok = e / k4n, j = e - tok * k4n;
+				const int k = kc0 + 4 * j;
+				const float *xr = x + (int64_t)tok * K + k;
+				f[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+				if (e >= M * k4n || k >= Ki) continue;
+				if (vec) {
+					f[u] = __ldg((const float4 *)xr);
+				} else {
+					f[u].x = __ldg(xr);
+					if (k + 1 < Ki) f[u].y = __ldg(xr + 1);
+					if (k + 2 < Ki) f[u].z = __ldg(xr + 2);
+					if (k + 3 < Ki) f[u].w = __ldg(xr + 3);
+				}
+			}
+#pragma unroll
+			for (int u = 0; u < 4; u++) {
+				const int e = e0 + 256 * u, tok = e / k4n, j = e - tok * k4n;
+				if (e >= M * k4n) break;
+				__nv_bfloat162 lo = __floats2bfloat162_rn(f[u].x, f[u].y);
+				__nv_bfloat162 hi = __floats2bfloat162_rn(f[u].z, f[u].w);
+				uint2 pk;
+				pk.x = *(uint32_t *)&lo;
+				pk.y = *(uint32_t *)&hi;
+				*(uint2 *)(xs + (size_t)tok * ldx + 4 * j) = pk;
+			}
+		}
+	}
+	uint32_t m[10];
+#pragma unroll
+	for (int p = 0; p < 10; p++) m[p] = p >= 8 - 2 * q ? 0x4444u : 0u;
+	/* the lane's two rows g, g + 8: where its bytes and exponents sit */
+	const unsigned char *wp[2];
+	const int8_t *ep[2];
+	int sh[2], okr[2];
+#pragma unroll
+	for (int h = 0; h < 2; h++) {
+		const int i = g + 8 * h;
+		const int64_t n = min(n0 + i, N - 1);
+		const int64_t bs = n * rb + 16 * (int64_t)seg0;
+		const int o = (int)(bs & 15) + 4 * q;
+		wp[h] = ws + i * slot + (o & ~3);
+		sh[h] = 8 * (o & 3);
+		const int ga = (80 * seg0) >> lg;
+		ep[h] = (const int8_t *)es + i * eslot + (int)((n * v.groups + ga) & 15) - ga;
+		okr[h] = n0 + i < N;
+	}
+	float accf[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+	const __nv_bfloat16 *xq = xs + g * ldx + 20 * q;
+	__syncthreads(); /* x and the tables */
+	cp_wait<0>();
+	__syncwarp();    /* the warp's own copies, landed */
+	for (int s = seg0; s < seg1; s++) {
+		const int kl = 80 * (s - (int)cseg0);
+		uint32_t bx[10];
+		{
+			const uint2 *xp = (const uint2 *)(xq + kl);
+#pragma unroll
+			for (int i = 0; i < 5; i++) {
+				const uint2 w2 = g < M ? xp[i] : make_uint2(0u, 0u);
+				bx[2 * i] = w2.x;
+				bx[2 * i + 1] = w2.y;
+			}
+		}
+		const int off = 16 * s + 4 * q, k0 = 5 * off;
+		const int glo = min(k0 >> lg, g1), ghi = min((k0 + 19) >> lg, g1);
+		uint32_t a2[2][10];
+#pragma unroll
+		for (int h = 0; h < 2; h++) {
+			const unsigned char *p = wp[h] + 16 * (s - seg0);
+			uint32_t w;
+			if (AL) {
+				w = *(const uint32_t *)p;
+			} else {
+				const uint32_t lo = ((const uint32_t *)p)[0], hi = ((const uint32_t *)p)[1];
+				w = __funnelshift_r(lo, hi, sh[h]);
+			}
+			if (off >= rb || !okr[h]) w = 0x79797979u;
+			s4_decode(w, ep[h][glo], ep[h][ghi], tab, hw, m, a2[h]);
+		}
+#pragma unroll
+		for (int i = 0; i < 5; i++) {
+			const uint32_t a[4] = { a2[0][2 * i], a2[1][2 * i], a2[0][2 * i + 1], a2[1][2 * i + 1] };
+			mma16816(accf, a, bx[2 * i], bx[2 * i + 1]);
+		}
+	}
+	/* accf[c]: row n0 + g + 8 (c >> 1), token 2 q + (c & 1) */
+#pragma unroll
+	for (int c = 0; c < 4; c++)
+		red[warp][g + 8 * (c >> 1)][2 * q + (c & 1)] = accf[c];
+	__syncthreads();
+	const int nv = (int)min((int64_t)RB, N - nt0);
+	float *dst = gridDim.y == 1 ? y : part + (int64_t)blockIdx.y * M * N;
+	for (int e = tid; e < RB * 8; e += 256) {
+		const int r = e >> 3, tok = e & 7, rw = r >> 4, rl = r & 15;
+		if (r >= nv || tok >= M) continue;
+		float sum = 0.0f;
+#pragma unroll
+		for (int k = 0; k < WK; k++) sum += red[k * WR + rw][rl][tok];
+		float *o = dst + (int64_t)tok * N + nt0 + r;
+		*o = gridDim.y == 1 && acc ? *o + sum : sum;
+	}
+	if (gridDim.y > 1)
+		split_finish(part, y, &cnt[blockIdx.x], N, (int64_t)M * N, nt0, nv, M, acc);
+}
+
+template <int WR, int AL>
+static void skinny5_go(dim3 grid, size_t smem, const tern_view &v, const float *x, float *y,
+		       int M, int acc, int lg, int spw, float *part, unsigned int *cnt)
+{
+	static int ready = 0;
+	if (!ready) {
+		CK(cudaFuncSetAttribute(skinny_fwd_kernel5<WR, AL>,
+			cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
+		ready = 1;
+	}
+	skinny_fwd_kernel5<WR, AL><<<grid, 256, smem>>>(v, x, y, M, acc, lg, spw, part, cnt);
+}
+static size_t s5_smem(int64_t M, int wk, int64_t spw, int lg)
+{
+	const size_t xb = ((size_t)M * (80 * wk * spw + 8) * 2 + 15) & ~(size_t)15;
+	return xb + (size_t)8 * 16 * 16 * (spw + 1) + (size_t)8 * 16 * s5_eslot((int)spw, lg);
+}
+/* 0: the tensor or the batch does not suit the kernel; ARB_CUDA_LEGACY=sk5
+ * skips it. ARB_SK5="wr,splits" forces it with that shape (wr in {1,2}). */
+static int skinny5_forward(arb_backend *be, const tern_view &v, const float *x, float *y,
+			   int64_t M, int accumulate)
+{
+	const int gs = v.gs;
+	int lg = 0;
+	while ((1 << lg) < gs) lg++;
+	if (M > 8 || v.corr || (gs & (gs - 1)) || gs < 16 || v.cols >= (1 << 30) ||
+	    v.groups >= (1 << 24) || cuda_legacy("sk5") || getenv("ARB_SK4") || getenv("ARB_LUT"))
+		return 0;
+	const int64_t N = v.rows, nseg = (v.row_bytes + 15) / 16;
+	const int sms = cuda_get_priv(be)->sms;
+	int wr = 2;
+	int64_t S = 0;
+	const char *ov = getenv("ARB_SK5");
+	if (ov) {
+		int a = 0, b = 0;
+		if (sscanf(ov, "%d,%d", &a, &b) == 2 && (a == 1 || a == 2) && b >= 1) {
+			wr = a; S = b;
+		} else {
+			static int told = 0;
+			if (!told)
+				fprintf(stderr, "arbcore: ARB_SK5=\"%s\" is not wr,splits with wr in "
+					"{1,2} and splits >= 1; the kernel's own shape is used\n", ov);
+			told = 1;
+			ov = NULL;
+		}
+	}
+	if (!ov && (M < 2 || nseg <= 64)) return 0;
+	const int wk = 8 / wr;
+	const int64_t rbk = 16 * (int64_t)wr, tiles = (N + rbk - 1) / rbk;
+	if (tiles > 0x7fffffff) return 0;
+	/* by default 32-row CTAs, K split until there are about three CTAs an
+	 * SM (h21, 4 tokens at 4096 x 11008: 1 / 2 / 3 splits 25.8 / 25.8 /
+	 * 23.2 us) and the CTA's shared memory lets two share an SM; a forced
+	 * split grows until the CTA fits */
+	const size_t lim = S ? 200 * 1024 : S5_SMAX;
+	if (S == 0) S = 3 * sms / tiles > 1 ? 3 * sms / tiles : 1;
+	while (s5_smem(M, wk, (nseg + S * wk - 1) / (S * wk), lg) > lim && S < nseg) S++;
+	int64_t spw = (nseg + S * wk - 1) / (S * wk);
+	S = (nseg + spw * wk - 1) / (spw * wk);
+	const size_t smem = s5_smem(M, wk, spw, lg);
+	if (smem > 200 * 1024 || S > 65535) return 0;
+	unsigned int *cnt = NULL;
+	float *part = S > 1 ? cuda_split_ws(be, S * M * N, &cnt, tiles) : NULL;
+	const int al = (v.row_bytes & 3) == 0;
+	const dim3 grid((unsigned)tiles, (unsigned)S);
+	if (wr == 1) {
+		if (al) skinny5_go<1, 1>(grid, smem, v, x, y, (int)M, accumulate, lg, (int)spw, part, cnt);
+		else skinny5_go<1, 0>(grid, smem, v, x, y, (int)M, accumulate, lg, (int)spw, part, cnt);
+	} else {
+		if (al) skinny5_go<2, 1>(grid, smem, v, x, y, (int)M, accumulate, lg, (int)spw, part, cnt);
+		else skinny5_go<2, 0>(grid, smem, v, x, y, (int)M, accumulate, lg, (int)spw, part, cnt);
+	}
+	CK_LAUNCH(skinny_fwd5);
+	return 1;
+}
+
+/* ---------------------------------------------------------------------------
  * GEMV forward, one token (decoding one token at a time): CUDA cores, fp32
  * products, no split-K. A CTA stages x in shared memory (80-wide chunks
  * padded to 84 floats: lanes reading consecutive chunks hit distinct banks)
@@ -3040,6 +3313,7 @@ void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 					    M - m0 < 16 ? M - m0 : 16, accumulate);
 		return;
 	}
+	if (M <= 8 && skinny5_forward(be, v, x, y, M, accumulate)) return;
 	if (lut_forward(be, v, x, y, M, accumulate)) return;
 	if (M <= 16 && skinny4_forward(be, v, x, y, M, accumulate)) return;
 	if (gemv_forward(v, x, y, M, accumulate)) return;
