@@ -235,7 +235,7 @@ int main(void)
 				legacy_pop();
 				line(name, M, N, K, us, cub, 0.0);
 			};
-			if (M <= 8) ab("fwdpre", "sk5");   /* the dispatch before the v5 kernel */
+			if (M <= 4) ab("fwdpre", "sk5");   /* the dispatch before the v5 kernel */
 			if (M == 1) ab("fwd4", "sk5,lut");      /* the v4 skinny kernel */
 			if (M <= 16) ab("fwdold", "sk5,lut,fwd16,skinny,gemv"); /* the v2 skinny kernel */
 			if (M <= 16) ab("fwd3", "sk5,lut,fwd16");   /* GEMV (M = 1) or the v3 skinny kernel */

@@ -282,11 +282,13 @@ START_TEST(test_linear_sk5)
 		run_linear(4, 40, 150, 16, ARB_ERULE_FROZEN, 1);
 	}
 	unsetenv("ARB_SK5");
-	/* its own shape where it runs by default (2..8 tokens, rows over 64
-	 * segments: K > 5120): K split for SMs, and for shared memory */
+	/* its own shape where it runs by default (2..4 tokens, rows over 64
+	 * segments: K > 5120): K split for SMs, and (K = 100000 on 135 row
+	 * tiles: x alone would take 200 KB at two splits) for shared memory */
 	run_linear(2, 300, 40000, 16, ARB_ERULE_FROZEN, 1);
-	run_linear(8, 2000, 11008, 32, ARB_ERULE_RESIDUAL, 1);
-	run_linear(4, 100, 6000, 64, ARB_ERULE_FROZEN, 0);
+	run_linear(4, 2000, 11008, 32, ARB_ERULE_RESIDUAL, 1);
+	run_linear(3, 100, 6000, 64, ARB_ERULE_FROZEN, 0);
+	run_linear(2, 4300, 100000, 32, ARB_ERULE_FROZEN, 1);
 }
 END_TEST
 

@@ -131,7 +131,7 @@ void cuda_attention_backward(arb_backend *be, const float *q, const float *k,
  * kernels of a family: for A/B timing and for bisecting a GPU-suite failure.
  * Keys: step skinny gemv gemm wgmma tma vote bwdx fwd16 prep wspec vsimd vpf
  * vf8 wcl wsk srev lut sk5 (lut: the one-token forward without the table
- * kernel; sk5: 2..8 tokens on wide rows without the v5 skinny kernel;
+ * kernel; sk5: 2..4 tokens on wide rows without the v5 skinny kernel;
  * vf8: the sign vote's bf16 operands instead of fp8
  * e4m3; vpf: its epilogue without the producer warp's prefetch; wcl: the
  * Hopper store GEMM on single CTAs instead of CTA pairs sharing the B tile;

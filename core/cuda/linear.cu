@@ -17,7 +17,7 @@
  *                   16-wide k step (needs group_size % 16 == 0); the last CTA
  *                   of a row tile sums the split partials in a fixed order.
  *
- * The forward by batch size (cuda_linear_forward): 2..8 tokens on rows of
+ * The forward by batch size (cuda_linear_forward): 2..4 tokens on rows of
  * more than 64 segments the v5 skinny kernel (skinny_fwd_kernel5); one
  * token by table lookup (lut_fwd_kernel) unless the v4 skinny kernel does
  * it in one wave; 1..8 tokens the v4 skinny kernel where it is the fastest
@@ -1911,8 +1911,8 @@ static int skinny4_forward(arb_backend *be, const tern_view &v, const float *x, 
 }
 
 /* ---------------------------------------------------------------------------
- * v5 skinny forward, 2..8 tokens on rows of more than 64 segments
- * (skinny_fwd_kernel5): the v4 kernel's decode and mma, with every load of
+ * v5 skinny forward, 2..4 tokens on rows of more than 64 segments
+ * (skinny_fwd_kernel5; up to 8 when forced): the v4 kernel's decode and mma, with every load of
  * the CTA's weights in flight before any decode. A warp first issues
  * cp.async copies of its 16 rows x spw segments (aligned 16-byte chunks, a
  * row's slot spw + 1 chunks) and of the exponents they use; then the CTA
@@ -1922,7 +1922,9 @@ static int skinny4_forward(arb_backend *be, const tern_view &v, const float *x, 
  * as the v4 kernel.
  * Why it exists (h21): the v4 kernel declines rows over 64 segments (K >
  * 5120), where 4 tokens took the v3 kernel 36.4-37.1 us at 4096 x 11008;
- * this kernel 25.6-26.3 (23.2 with three splits). At one token it is no
+ * this kernel 23.7-24.0 (three splits; one split 25.6-26.3). At 8 tokens
+ * there it was even with the v3 kernel (36.9-40.3 vs 37.3-38.2 us in four
+ * same-run pairs), so 5..8 tokens stay with that. At one token it is no
  * faster than the kernels there (4096^2 10.5-10.8 vs 10.7-10.9 us, 11008 x
  * 4096 21.4-23.4 vs the table kernel's 20.1): bench_linear's `read` line
  * reads the same bytes in 4.3-4.7 / 5.9 us, so the bytes in flight were not
@@ -2151,7 +2153,7 @@ static int skinny5_forward(arb_backend *be, const tern_view &v, const float *x, 
 			ov = NULL;
 		}
 	}
-	if (!ov && (M < 2 || nseg <= 64)) return 0;
+	if (!ov && (M < 2 || M > 4 || nseg <= 64)) return 0;
 	const int wk = 8 / wr;
 	const int64_t rbk = 16 * (int64_t)wr, tiles = (N + rbk - 1) / rbk;
 	if (tiles > 0x7fffffff) return 0;
