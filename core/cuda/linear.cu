@@ -2310,7 +2310,16 @@ static int gemv_forward(const tern_view &v, const float *x, float *y, int64_t M,
  * work a row) was slower at every bench shape (13.9 / 22.7 / 28.2 us), and
  * so were CTAs that keep the table for 2, 3, 4 or 6 row chunks with the
  * next chunk's rows loading during the lookups (4096 x 11008: 23.5 / 24.6 /
- * 27.5 / 32.3 us against 20.6 with one chunk, same call): fewer CTAs. */
+ * 27.5 / 32.3 us against 20.6 with one chunk, same call): fewer CTAs.
+ * h21: lanes on (row, 32-weight unit) instead of rows, so that the lookups
+ * of a warp hit distinct banks (main columns at a stride of 32 words, byte
+ * order rotated by row), rows copied by cp.async 8 passes of 6 rows ahead
+ * into a ring a warp, 288..864 rows a CTA: 22.4 / 33.1 / 42.2 us at the
+ * three bench shapes (17.0 / 29.3 / 28.8 with fewer rows a CTA) against
+ * 10.7 / 20.1 / 20.5 in the same call; ncu at 4096^2: 5.1M warp
+ * instructions, the lookups themselves a tenth, the ring's copies, the
+ * per-row exponent and shuffles, the split tail and the CTA's start (x,
+ * table) the rest. Dropped. */
 #define LT_P 32
 template <int LG> struct LtShape {
 	static constexpr int U = 16 << LG;      /* weights a unit */
