@@ -1670,6 +1670,46 @@ __device__ __forceinline__ void s4_fetch(const S4Rows<TPW> &r, int seg0, int seg
 	}
 }
 
+/* x[tok][kc0 + k] for tok < M, k < kr (a multiple of 4) as bf16 in
+ * xs[tok * ldx + k], zero past K; the CTA's threads, the loads of a thread's
+ * four items all out before their stores */
+__device__ __forceinline__ void s4_stage_x(const float *x, int64_t K, int kc0, int kr, int M,
+					   int ldx, __nv_bfloat16 *xs)
+{
+	const int tid = threadIdx.x, Ki = (int)K; /* K < 2^30 (host) */
+	const int vec = (K & 3) == 0 && ((uintptr_t)x & 15) == 0, k4n = kr >> 2;
+	for (int e0 = tid; e0 < M * k4n; e0 += 4 * 256) {
+		float4 f[4];
+#pragma unroll
+		for (int u = 0; u < 4; u++) {
+			const int e = e0 + 256 * u, tok = e / k4n, j = e - tok * k4n;
+			const int k = kc0 + 4 * j;
+			const float *xr = x + (int64_t)tok * K + k;
+			f[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+			if (e >= M * k4n || k >= Ki) continue;
+			if (vec) {
+				f[u] = __ldg((const float4 *)xr);
+			} else {
+				f[u].x = __ldg(xr);
+				if (k + 1 < Ki) f[u].y = __ldg(xr + 1);
+				if (k + 2 < Ki) f[u].z = __ldg(xr + 2);
+				if (k + 3 < Ki) f[u].w = __ldg(xr + 3);
+			}
+		}
+#pragma unroll
+		for (int u = 0; u < 4; u++) {
+			const int e = e0 + 256 * u, tok = e / k4n, j = e - tok * k4n;
+			if (e >= M * k4n) break;
+			__nv_bfloat162 lo = __floats2bfloat162_rn(f[u].x, f[u].y);
+			__nv_bfloat162 hi = __floats2bfloat162_rn(f[u].z, f[u].w);
+			uint2 pk;
+			pk.x = *(uint32_t *)&lo;
+			pk.y = *(uint32_t *)&hi;
+			*(uint2 *)(xs + (size_t)tok * ldx + 4 * j) = pk;
+		}
+	}
+}
+
 template <int NT, int TPW, int WR, int AL>
 __global__ void __launch_bounds__(256, 2) skinny_fwd_kernel4(tern_view v, const float *x,
 	float *y, int M, int acc, int lg, int spw, float *part, unsigned int *cnt)
@@ -1706,44 +1746,9 @@ __global__ void __launch_bounds__(256, 2) skinny_fwd_kernel4(tern_view v, const 
 	s4_fetch<TPW, AL>(rw_, (int)seg0, (int)seg1, rbi, q, lg, g1, end, cur);
 	s4_table(tab);
 	s4_hwords(hw);
-	/* x[tok][80 cseg0 + k] as bf16 in xs[tok][k] (zero past K): all loads
-	 * of a thread's four items out before their stores */
+	/* x[tok][80 cseg0 + k] as bf16 in xs[tok][k] (zero past K) */
 	__nv_bfloat16 *xs = (__nv_bfloat16 *)s4x;
-	{
-		const int kc0 = 80 * (int)cseg0, Ki = (int)K; /* K < 2^30 (host) */
-		const int vec = (K & 3) == 0 && ((uintptr_t)x & 15) == 0, k4n = kr >> 2;
-		for (int tok = 0; tok < M; tok++) {
-			const float *xr = x + (int64_t)tok * K + kc0;
-			for (int j0 = tid; j0 < k4n; j0 += 4 * 256) {
-				float4 f[4];
-#pragma unroll
-				for (int u = 0; u < 4; u++) {
-					const int j = j0 + 256 * u, k = kc0 + 4 * j;
-					f[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-					if (j >= k4n || k >= Ki) continue;
-					if (vec) {
-						f[u] = __ldg((const float4 *)(xr + 4 * j));
-					} else {
-						f[u].x = __ldg(xr + 4 * j);
-						if (k + 1 < Ki) f[u].y = __ldg(xr + 4 * j + 1);
-						if (k + 2 < Ki) f[u].z = __ldg(xr + 4 * j + 2);
-						if (k + 3 < Ki) f[u].w = __ldg(xr + 4 * j + 3);
-					}
-				}
-#pragma unroll
-				for (int u = 0; u < 4; u++) {
-					const int j = j0 + 256 * u;
-					if (j >= k4n) break;
-					__nv_bfloat162 lo = __floats2bfloat162_rn(f[u].x, f[u].y);
-					__nv_bfloat162 hi = __floats2bfloat162_rn(f[u].z, f[u].w);
-					uint2 pk;
-					pk.x = *(uint32_t *)&lo;
-					pk.y = *(uint32_t *)&hi;
-					*(uint2 *)(xs + (size_t)tok * ldx + 4 * j) = pk;
-				}
-			}
-		}
-	}
+	s4_stage_x(x, K, 80 * (int)cseg0, kr, M, ldx, xs);
 	uint32_t m[10];
 #pragma unroll
 	for (int p = 0; p < 10; p++) m[p] = p >= 8 - 2 * q ? 0x4444u : 0u;
@@ -1995,40 +2000,7 @@ __global__ void __launch_bounds__(256) skinny_fwd_kernel5(tern_view v, const flo
 	s4_hwords(hw);
 	/* 2. x[tok][80 cseg0 + k] as bf16 in xs[tok][k] (zero past K) */
 	__nv_bfloat16 *xs = (__nv_bfloat16 *)s5m;
-	{
-		const int kc0 = 80 * (int)cseg0, Ki = (int)K; /* K < 2^30 (host) */
-		const int vec = (K & 3) == 0 && ((uintptr_t)x & 15) == 0, k4n = kr >> 2;
-		for (int e0 = tid; e0 < M * k4n; e0 += 4 * 256) {
-			float4 f[4];
-#pragma unroll
-			for (int u = 0; u < 4; u++) {
-				const int e = e0 + 256 * u, tok = e / k4n, j = e - tok * k4n;
-				const int k = kc0 + 4 * j;
-				const float *xr = x + (int64_t)tok * K + k;
-				f[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-				if (e >= M * k4n || k >= Ki) continue;
-				if (vec) {
-					f[u] = __ldg((const float4 *)xr);
-				} else {
-					f[u].x = __ldg(xr);
-					if (k + 1 < Ki) f[u].y = __ldg(xr + 1);
-					if (k + 2 < Ki) f[u].z = __ldg(xr + 2);
-					if (k + 3 < Ki) f[u].w = __ldg(xr + 3);
-				}
-			}
-#pragma unroll
-			for (int u = 0; u < 4; u++) {
-				const int e = e0 + 256 * u, tok = e / k4n, j = e - tok * k4n;
-				if (e >= M * k4n) break;
-				__nv_bfloat162 lo = __floats2bfloat162_rn(f[u].x, f[u].y);
-				__nv_bfloat162 hi = __floats2bfloat162_rn(f[u].z, f[u].w);
-				uint2 pk;
-				pk.x = *(uint32_t *)&lo;
-				pk.y = *(uint32_t *)&hi;
-				*(uint2 *)(xs + (size_t)tok * ldx + 4 * j) = pk;
-			}
-		}
-	}
+	s4_stage_x(x, K, 80 * (int)cseg0, kr, M, ldx, xs);
 	uint32_t m[10];
 #pragma unroll
 	for (int p = 0; p < 10; p++) m[p] = p >= 8 - 2 * q ? 0x4444u : 0u;
