@@ -1670,6 +1670,30 @@ __device__ __forceinline__ void s4_fetch(const S4Rows<TPW> &r, int seg0, int seg
 	}
 }
 
+/* the v4 / v5 skinny kernels' end: red[warp][row][token] (warp = k slice
+ * wk * WR + row tile wr, rows of a tile RW, TS token slots) summed over the
+ * k slices in order into y (gridDim.y == 1; y += when acc) or this split's
+ * partials, then the split-K tail */
+template <int WK, int WR, int RW, int TS>
+__device__ __forceinline__ void s4_store(const float (*red)[RW][TS + 1], float *y, float *part,
+					 unsigned int *cnt, int64_t N, int64_t nt0, int M, int acc)
+{
+	constexpr int RB = RW * WR;
+	const int nv = (int)min((int64_t)RB, N - nt0);
+	float *dst = gridDim.y == 1 ? y : part + (int64_t)blockIdx.y * M * N;
+	for (int e = threadIdx.x; e < RB * TS; e += 256) {
+		const int r = e / TS, tok = e % TS, rw = r / RW, rl = r % RW;
+		if (r >= nv || tok >= M) continue;
+		float sum = 0.0f;
+#pragma unroll
+		for (int k = 0; k < WK; k++) sum += red[k * WR + rw][rl][tok];
+		float *o = dst + (int64_t)tok * N + nt0 + r;
+		*o = gridDim.y == 1 && acc ? *o + sum : sum;
+	}
+	if (gridDim.y > 1)
+		split_finish(part, y, &cnt[blockIdx.x], N, (int64_t)M * N, nt0, nv, M, acc);
+}
+
 /* x[tok][kc0 + k] for tok < M, k < kr (a multiple of 4) as bf16 in
  * xs[tok * ldx + k], zero past K; the CTA's threads, the loads of a thread's
  * four items all out before their stores */
@@ -1803,19 +1827,7 @@ __global__ void __launch_bounds__(256, 2) skinny_fwd_kernel4(tern_view v, const 
 			for (int c = 0; c < 4; c++)
 				red[warp][16 * t + g + 8 * (c >> 1)][8 * u + 2 * q + (c & 1)] = accf[t][u][c];
 	__syncthreads();
-	const int nv = (int)min((int64_t)RB, N - nt0);
-	float *dst = gridDim.y == 1 ? y : part + (int64_t)blockIdx.y * M * N;
-	for (int e = tid; e < RB * 16; e += 256) {
-		const int r = e >> 4, tok = e & 15, rw = r / RW, rl = r % RW;
-		if (r >= nv || tok >= M) continue;
-		float sum = 0.0f;
-#pragma unroll
-		for (int k = 0; k < WK; k++) sum += red[k * WR + rw][rl][tok];
-		float *o = dst + (int64_t)tok * N + nt0 + r;
-		*o = gridDim.y == 1 && acc ? *o + sum : sum;
-	}
-	if (gridDim.y > 1)
-		split_finish(part, y, &cnt[blockIdx.x], N, (int64_t)M * N, nt0, nv, M, acc);
+	s4_store<WK, WR, RW, 16>(red, y, part, cnt, N, nt0, M, acc);
 }
 
 #define S4_XMAX (80 * 1024) /* the x slice's shared memory at most (two CTAs an SM) */
@@ -2064,19 +2076,7 @@ __global__ void __launch_bounds__(256) skinny_fwd_kernel5(tern_view v, const flo
 	for (int c = 0; c < 4; c++)
 		red[warp][g + 8 * (c >> 1)][2 * q + (c & 1)] = accf[c];
 	__syncthreads();
-	const int nv = (int)min((int64_t)RB, N - nt0);
-	float *dst = gridDim.y == 1 ? y : part + (int64_t)blockIdx.y * M * N;
-	for (int e = tid; e < RB * 8; e += 256) {
-		const int r = e >> 3, tok = e & 7, rw = r >> 4, rl = r & 15;
-		if (r >= nv || tok >= M) continue;
-		float sum = 0.0f;
-#pragma unroll
-		for (int k = 0; k < WK; k++) sum += red[k * WR + rw][rl][tok];
-		float *o = dst + (int64_t)tok * N + nt0 + r;
-		*o = gridDim.y == 1 && acc ? *o + sum : sum;
-	}
-	if (gridDim.y > 1)
-		split_finish(part, y, &cnt[blockIdx.x], N, (int64_t)M * N, nt0, nv, M, acc);
+	s4_store<WK, WR, 16, 8>(red, y, part, cnt, N, nt0, M, acc);
 }
 
 template <int WR, int AL>
