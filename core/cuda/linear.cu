@@ -1932,8 +1932,9 @@ static int skinny4_forward(arb_backend *be, const tern_view &v, const float *x, 
 
 /* ---------------------------------------------------------------------------
  * v5 skinny forward, 2..4 tokens on rows of more than 64 segments
- * (skinny_fwd_kernel5; up to 8 when forced): the v4 kernel's decode and mma, with every load of
- * the CTA's weights in flight before any decode. A warp first issues
+ * (skinny_fwd_kernel5; 1..8 when forced): the v4 kernel's decode and mma,
+ * with every load of the CTA's weights in flight before any decode (packed
+ * trits and exponents 16-byte aligned). A warp first issues
  * cp.async copies of its 16 rows x spw segments (aligned 16-byte chunks, a
  * row's slot spw + 1 chunks) and of the exponents they use; then the CTA
  * builds its tables and stages x; only then does the warp wait for its own
@@ -2108,7 +2109,8 @@ static int skinny5_forward(arb_backend *be, const tern_view &v, const float *x, 
 	int lg = 0;
 	while ((1 << lg) < gs) lg++;
 	if (M > 8 || v.corr || (gs & (gs - 1)) || gs < 16 || v.cols >= (1 << 30) ||
-	    v.groups >= (1 << 24) || cuda_legacy("sk5") || getenv("ARB_SK4") || getenv("ARB_LUT"))
+	    v.groups >= (1 << 24) || ((uintptr_t)v.packed & 15) || ((uintptr_t)v.E & 15) ||
+	    cuda_legacy("sk5") || getenv("ARB_SK4") || getenv("ARB_LUT"))
 		return 0;
 	const int64_t N = v.rows, nseg = (v.row_bytes + 15) / 16;
 	const int sms = cuda_get_priv(be)->sms;
@@ -2123,7 +2125,7 @@ static int skinny5_forward(arb_backend *be, const tern_view &v, const float *x, 
 			static int told = 0;
 			if (!told)
 				fprintf(stderr, "arbcore: ARB_SK5=\"%s\" is not wr,splits with wr in "
-					"{1,2} and splits >= 1; the kernel's own shape is used\n", ov);
+					"{1,2} and splits >= 1; the default dispatch is used\n", ov);
 			told = 1;
 			ov = NULL;
 		}
