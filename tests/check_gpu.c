@@ -266,7 +266,7 @@ END_TEST
 
 /* the v5 skinny kernel (1..8 tokens, the CTA's weight copies all in flight
  * before it decodes): forced shapes ARB_SK5 = "wr,splits" (16- or 32-row
- * CTAs, K split 1..5 ways; one token only when forced), rows 4-byte
+ * CTAs, K split 1..5 ways; 1 and 5..8 tokens only when forced), rows 4-byte
  * aligned (K = 4100: 820 bytes) or not (K = 1001, 2003, 11003), group sizes
  * 16, 32, 64 and 128, row counts that leave the last tile partial, K too
  * short for every warp to have a segment; then its own choice of shape */

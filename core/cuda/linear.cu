@@ -1959,6 +1959,24 @@ __host__ __device__ inline int s5_eslot(int spw, int lg)
 	/* exponent bytes a row's slice touches, plus an alignment chunk */
 	return 16 * (((80 * spw >> lg) + 2 + 15) / 16 + 1);
 }
+/* a warp's cp.async copies of bytes [lo, hi) of rows n0 .. n0 + 15 of a
+ * row-major array (row stride, total bytes; rows >= N repeat N - 1): the
+ * aligned 16-byte chunks that hold them, row i's at dst + i * slot (slot /
+ * 16 chunks at most); the last chunk reads no byte past total */
+__device__ __forceinline__ void s5_copy_rows(unsigned char *dst, int slot, const uint8_t *src,
+					     int64_t total, int64_t stride, int64_t lo, int64_t hi,
+					     int64_t n0, int64_t N, int lane)
+{
+	const int nch = slot / 16;
+	for (int e = lane; e < 16 * nch; e += 32) {
+		const int i = e / nch, c = e - i * nch;
+		const int64_t n = min(n0 + i, N - 1);
+		const int64_t ch = ((n * stride + lo) >> 4) + c;
+		if (16 * ch >= n * stride + hi) continue;
+		const int64_t left = total - 16 * ch;
+		cp_async16(dst + i * slot + 16 * c, src + 16 * ch, left >= 16 ? 16 : (int)left);
+	}
+}
 template <int WR, int AL>
 __global__ void __launch_bounds__(256) skinny_fwd_kernel5(tern_view v, const float *x,
 	float *y, int M, int acc, int lg, int spw, float *part, unsigned int *cnt)
@@ -1988,28 +2006,11 @@ __global__ void __launch_bounds__(256) skinny_fwd_kernel5(tern_view v, const flo
 	/* 1. the warp's copies: rows n0 .. n0 + 15 (rows >= N repeat N - 1),
 	 * bytes [16 seg0, min(16 seg1, rb)) and their exponents */
 	if (seg0 < seg1) {
-		const int nch = spw + 1;
-		for (int e = lane; e < 16 * nch; e += 32) {
-			const int i = e / nch, c = e - i * nch;
-			const int64_t n = min(n0 + i, N - 1);
-			const int64_t bs = n * rb + 16 * (int64_t)seg0;
-			const int64_t be = n * rb + min(16 * (int64_t)seg1, rb);
-			const int64_t ch = (bs >> 4) + c;
-			if (16 * ch >= be) continue;
-			const int64_t left = total - 16 * ch;
-			cp_async16(ws + i * slot + 16 * c, v.packed + 16 * ch, left >= 16 ? 16 : (int)left);
-		}
+		s5_copy_rows(ws, slot, v.packed, total, rb, 16 * (int64_t)seg0,
+			     min(16 * (int64_t)seg1, rb), n0, N, lane);
 		const int ga = (80 * seg0) >> lg, gb = min((80 * seg1 - 1) >> lg, g1);
-		const int ench = eslot / 16;
-		for (int e = lane; e < 16 * ench; e += 32) {
-			const int i = e / ench, c = e - i * ench;
-			const int64_t n = min(n0 + i, N - 1);
-			const int64_t bs = n * v.groups + ga, be = n * v.groups + gb + 1;
-			const int64_t ch = (bs >> 4) + c;
-			if (16 * ch >= be) continue;
-			const int64_t left = etotal - 16 * ch;
-			cp_async16(es + i * eslot + 16 * c, v.E + 16 * ch, left >= 16 ? 16 : (int)left);
-		}
+		s5_copy_rows(es, eslot, (const uint8_t *)v.E, etotal, v.groups, ga, gb + 1, n0, N,
+			     lane);
 	}
 	cp_commit();
 	s4_table(tab);
