@@ -142,7 +142,15 @@ int main(void)
 	const int small_only = only && !strcmp(only, "small");
 	/* ARB_BENCH_ONLY=vote: the votes at M = 4096 only */
 	const int vote_only = only && !strcmp(only, "vote");
+	/* ARB_BENCH_M=m: the forward at that M only (any M up to 4096);
+	 * ARB_BENCH_SHAPE=i: shape i (0..2) only (profiling runs: a known
+	 * launch order) */
+	const char *bm = getenv("ARB_BENCH_M"), *bs = getenv("ARB_BENCH_SHAPE");
+	int64_t only_m = bm ? atoll(bm) : 0;
+	if (only_m < 0 || only_m > 4096) only_m = 0;
+	const int only_s = bs ? atoi(bs) : -1;
 	for (int s = 0; s < 3; s++) {
+		if (only_s >= 0 && s != only_s) continue;
 		int64_t N = shapes[s][0], K = shapes[s][1];
 		/* our weights: rotate copies to exceed L2 */
 		int64_t pbytes = N * ((K + 4) / 5);
@@ -186,7 +194,8 @@ int main(void)
 		unsigned *sink;
 		CKC(cudaMalloc(&sink, 4));
 		for (int mi = 0; mi < 6; mi++) {
-			int64_t M = Ms[mi];
+			int64_t M = only_m ? only_m : Ms[mi];
+			if (only_m && mi > 0) break;
 			if ((small_only && M > 16) || vote_only) continue;
 			double ours = time_us([&](int i) {
 				be->linear_forward(be, &ws[i % nours], x, y, M, 0);
@@ -247,7 +256,7 @@ int main(void)
 			if (M == 256) ab("fwdns", "wsk");   /* K not split on few tiles */
 		}
 		for (int64_t M : { (int64_t)16, (int64_t)256, (int64_t)4096 }) {
-			if (small_only) break;
+			if (small_only || only_m) break;
 			if (vote_only && M != 4096) continue;
 			if (!vote_only) {
 				const double ours = time_us([&](int i) {
@@ -319,7 +328,7 @@ int main(void)
 	}
 	cublasDestroy(h);
 
-	if (small_only || vote_only) return 0;
+	if (small_only || vote_only || only_m) return 0;
 	/* the step of a small model's tensors: 12 of 2048 x 512 (the moe small
 	 * shape's order of size), tern_step one by one (a device wait each) vs
 	 * one tern_step_many (one wait); us per step of all 12 */
