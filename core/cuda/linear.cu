@@ -1144,36 +1144,73 @@ __device__ __forceinline__ uint32_t sel4(int j, uint32_t a, uint32_t b, uint32_t
 	return (j & 2) ? y : x;
 }
 
-/* 16 packed bytes of row n at byte offset off (any alignment); bytes past
- * the row (off + t >= rb) or of rows >= N read as zero trits (121) */
-__device__ __forceinline__ void s3_load(const uint8_t *packed, int64_t N, int64_t rb,
-					int64_t n, int64_t off, uint32_t *r)
+/* 16 packed bytes of row n at byte offset off (any alignment), in two
+ * halves: s3_issue only loads the five aligned 4-byte words over them,
+ * s3_finish (at the point of use) shifts them into place, so a load's latency
+ * is not taken where it is issued (h22 ncu: the select right after the
+ * loads was the v3 kernel's top stall at 16 tokens). Bytes past the row
+ * (off + t >= rb) or of rows >= N read as zero trits (121). */
+struct S3Raw {
+	uint32_t w[5]; /* the aligned words over the 16 bytes */
+	int ol;        /* byte offset in w[0] | valid bytes << 8 (16: all) */
+};
+__device__ __forceinline__ void s3_issue(const uint8_t *packed, int64_t N, int64_t rb,
+					 int64_t n, int64_t off, S3Raw &w)
 {
 	if (n >= N || off >= rb) {
-		r[0] = r[1] = r[2] = r[3] = 0x79797979u;
+#pragma unroll
+		for (int i = 0; i < 5; i++) w.w[i] = 0x79797979u;
+		w.ol = 16 << 8;
 		return;
 	}
 	const uint8_t *p = packed + n * rb + off;
 	const uint8_t *end = packed + N * rb;
-	uintptr_t ad = (uintptr_t)p;
-	int o = (int)(ad & 15);
-	const uint4 *a0 = (const uint4 *)(ad - o);
-	uint4 c0 = __ldg(a0), c1 = make_uint4(0, 0, 0, 0);
-	if ((const uint8_t *)(a0 + 1) < end) c1 = __ldg(a0 + 1);
-	uint32_t w[8] = { c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w };
-	int j = o >> 2, sh = 8 * (o & 3);
-	uint32_t v[5];
+	const uintptr_t ad = (uintptr_t)p;
+	const int o = (int)(ad & 3);
+	const uint32_t *a0 = (const uint32_t *)(ad - o);
 #pragma unroll
-	for (int i = 0; i < 5; i++) v[i] = sel4(j, w[i], w[i + 1], w[i + 2], w[i + 3]);
+	for (int i = 0; i < 4; i++) w.w[i] = __ldg(a0 + i); /* a0 + 3 holds byte 15 - o >= 12 */
+	w.w[4] = (const uint8_t *)(a0 + 4) < end ? __ldg(a0 + 4) : 0u;
+	w.ol = o | (off + 16 > rb ? (int)(rb - off) : 16) << 8;
+}
+__device__ __forceinline__ void s3_finish(const S3Raw &c, uint32_t *r)
+{
+	const int sh = 8 * (c.ol & 3), lim = c.ol >> 8;
 #pragma unroll
-	for (int i = 0; i < 4; i++) r[i] = __funnelshift_r(v[i], v[i + 1], sh);
-	if (off + 16 > rb) {
-		int lim = (int)(rb - off);
+	for (int i = 0; i < 4; i++) r[i] = __funnelshift_r(c.w[i], c.w[i + 1], sh);
+	if (lim < 16) {
 #pragma unroll
 		for (int t = 0; t < 16; t++)
 			if (t >= lim) r[t >> 2] = (r[t >> 2] & ~(0xffu << (8 * (t & 3)))) | (0x79u << (8 * (t & 3)));
 	}
 }
+__device__ __forceinline__ void s3_load(const uint8_t *packed, int64_t N, int64_t rb,
+					int64_t n, int64_t off, uint32_t *r)
+{
+	S3Raw w;
+	s3_issue(packed, N, rb, n, off, w);
+	s3_finish(w, r);
+}
+/* a k-block's 16 bytes in the v3 kernel: DF, the loads' two halves apart
+ * (s3_issue now, s3_finish at use); otherwise finished where issued (the
+ * 16-token, 256-row instance has no registers for the raw words: 412 bytes
+ * of spills) */
+template <bool DF> struct S3Slot {
+	S3Raw r;
+	__device__ __forceinline__ void issue(const uint8_t *p, int64_t N, int64_t rb, int64_t n,
+					      int64_t off) { s3_issue(p, N, rb, n, off, r); }
+	__device__ __forceinline__ void get(uint32_t *o) const { s3_finish(r, o); }
+};
+template <> struct S3Slot<false> {
+	uint32_t b[4];
+	__device__ __forceinline__ void issue(const uint8_t *p, int64_t N, int64_t rb, int64_t n,
+					      int64_t off) { s3_load(p, N, rb, n, off, b); }
+	__device__ __forceinline__ void get(uint32_t *o) const
+	{
+#pragma unroll
+		for (int i = 0; i < 4; i++) o[i] = b[i];
+	}
+};
 
 /* the 243-entry selector table in shared memory (a 256-thread CTA): entry
  * b holds, for each digit j of packed byte b, the PRMT selector byte that
@@ -1320,13 +1357,13 @@ __global__ void __launch_bounds__(256, S3_MINB) skinny_fwd_kernel3(tern_view v, 
 	const int64_t nt0 = (int64_t)blockIdx.x * (128 * TPW);
 	const int64_t kbase = blk0 * S3_KB;
 	/* W bytes of the first k-block in flight before the shared-memory fills */
-	uint32_t wb[TPW][2][4];
+	S3Slot<!(NT == 2 && TPW == 2)> wb[TPW][2];
 #pragma unroll
 	for (int t = 0; t < TPW; t++)
 #pragma unroll
 		for (int h = 0; h < 2; h++)
-			s3_load(v.packed, N, rb, nt0 + warp * 16 * TPW + t * 16 + g + 8 * h,
-				blk0 * 64 + 16 * q, wb[t][h]);
+			wb[t][h].issue(v.packed, N, rb, nt0 + warp * 16 * TPW + t * 16 + g + 8 * h,
+				       blk0 * 64 + 16 * q);
 	s3_table(tab);
 	/* x tile in the permuted order: k = kbase + 320 kb + 80 q + 4 s + slot.
 	 * Four consecutive k (one slot quad) are one float4 load when x rows
@@ -1409,16 +1446,14 @@ __global__ void __launch_bounds__(256, S3_MINB) skinny_fwd_kernel3(tern_view v, 
 #pragma unroll
 		for (int t = 0; t < TPW; t++)
 #pragma unroll
-			for (int h = 0; h < 2; h++)
-#pragma unroll
-				for (int i = 0; i < 4; i++) cb[t][h][i] = wb[t][h][i];
+			for (int h = 0; h < 2; h++) wb[t][h].get(cb[t][h]);
 		if (kb + 1 < nbk) {
 #pragma unroll
 			for (int t = 0; t < TPW; t++)
 #pragma unroll
 				for (int h = 0; h < 2; h++)
-					s3_load(v.packed, N, rb, nt0 + warp * 16 * TPW + t * 16 + g + 8 * h,
-						(blk0 + kb + 1) * 64 + 16 * q, wb[t][h]);
+					wb[t][h].issue(v.packed, N, rb, nt0 + warp * 16 * TPW + t * 16 + g + 8 * h,
+						       (blk0 + kb + 1) * 64 + 16 * q);
 		}
 		const int kq = kb * S3_KB + 80 * q; /* relative to kbase */
 #pragma unroll
@@ -1512,9 +1547,13 @@ static int skinny3_forward(arb_backend *be, const tern_view &v, const float *x, 
 	int64_t N = v.rows, K = v.cols;
 	int64_t Z = (M + 15) / 16; /* 16-token chunks */
 	int64_t nblk = (K + S3_KB - 1) / S3_KB;
-	/* 128 rows per CTA unless 256-row CTAs with all the split-K they can
-	 * take already fill the GPU (S3_TPW_SMS CTAs per SM) */
-	int tpw = ((N + 255) / 256) * Z * nblk >= S3_TPW_SMS * p->sms ? 2 : 1;
+	/* 128 rows per CTA unless there are several 16-token chunks and
+	 * 256-row CTAs with all the split-K they can take already fill the GPU
+	 * (S3_TPW_SMS CTAs per SM). h22, same calls: for one chunk (M <= 16)
+	 * 128-row CTAs everywhere: 16 tokens at 4096 x 11008 34.9-35.2 vs
+	 * 46.1 us, at 11008 x 4096 38.8-39.1 vs 41.6-41.7; with more chunks
+	 * it depends on the shape (24..128 tokens: either way by up to 20 %) */
+	int tpw = Z > 1 && ((N + 255) / 256) * Z * nblk >= S3_TPW_SMS * p->sms ? 2 : 1;
 	int64_t rows = 128 * tpw;
 	int64_t tiles = (N + rows - 1) / rows;
 	int64_t want = (3 * (int64_t)p->sms + tiles * Z - 1) / (tiles * Z); /* splits */
@@ -1532,10 +1571,8 @@ static int skinny3_forward(arb_backend *be, const tern_view &v, const float *x, 
 	float *part = S > 1 ? cuda_split_ws(be, S * M * N, &cnt, tiles * Z) : NULL;
 	size_t smem = s3_smem((int)kpc, gs);
 	dim3 grid((unsigned)tiles, (unsigned)S, (unsigned)Z);
-	if (M <= 8 && tpw == 1)
+	if (M <= 8) /* one chunk: tpw is 1 */
 		skinny3_launch<1, 1>(grid, smem, v, x, y, M, accumulate, (int)kpc, lg, part, cnt);
-	else if (M <= 8)
-		skinny3_launch<1, 2>(grid, smem, v, x, y, M, accumulate, (int)kpc, lg, part, cnt);
 	else if (tpw == 1)
 		skinny3_launch<2, 1>(grid, smem, v, x, y, M, accumulate, (int)kpc, lg, part, cnt);
 	else
