@@ -3326,8 +3326,14 @@ void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 	tern_view v = tern_view_of(w);
 	int64_t N = w->rows, K = w->cols;
 	/* up to 256 tokens, while the tile GEMM would have few CTAs: the skinny
-	 * kernel over 16-token chunks (grid.z) */
-	if (M > 16 && (M < 64 || few_tiles(be, M, N)) &&
+	 * kernel over 16-token chunks (grid.z); on Hopper up to 64 tokens only
+	 * (h22, forward at 96 / 128 tokens, warpgroup-MMA path vs skinny
+	 * kernel: 4096^2 66.0-66.3 vs 78.6-79.7 / 68.0-68.7 vs 110.0-110.9 us,
+	 * 4096 x 11008 139.9-140.1 vs 164.9 / 142.3-142.8 vs 205.0-205.6,
+	 * 11008 x 4096 even; at 64 tokens the skinny kernel: 57.0-57.3 vs
+	 * 66.2-66.5 at 4096^2) */
+	const int wg_tokens = M > 64 && wg_major() == 9 && !cuda_legacy("wgmma");
+	if (M > 16 && !wg_tokens && (M < 64 || few_tiles(be, M, N)) &&
 	    skinny3_forward(be, v, x, y, M, accumulate))
 		return;
 	if (M > 16 && M < 64 && w->group_size % 16 == 0) {
