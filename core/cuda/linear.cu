@@ -3331,8 +3331,11 @@ void cuda_linear_forward(arb_backend *be, const arb_tern *w, const float *x,
 	 * kernel: 4096^2 66.0-66.3 vs 78.6-79.7 / 68.0-68.7 vs 110.0-110.9 us,
 	 * 4096 x 11008 139.9-140.1 vs 164.9 / 142.3-142.8 vs 205.0-205.6,
 	 * 11008 x 4096 even; at 64 tokens the skinny kernel: 57.0-57.3 vs
-	 * 66.2-66.5 at 4096^2) */
-	const int wg_tokens = M > 64 && wg_major() == 9 && !cuda_legacy("wgmma");
+	 * 66.2-66.5 at 4096^2), and on tensors of 2^24 weights or more only:
+	 * the moe's small dense dispatch (128 tokens on small tensors) went
+	 * 0.093-0.099 -> 0.112-0.119 ms forward with the warpgroup path */
+	const int wg_tokens = M > 64 && N * K >= ((int64_t)1 << 24) && wg_major() == 9 &&
+			      !cuda_legacy("wgmma");
 	if (M > 16 && !wg_tokens && (M < 64 || few_tiles(be, M, N)) &&
 	    skinny3_forward(be, v, x, y, M, accumulate))
 		return;
