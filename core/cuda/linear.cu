@@ -1332,8 +1332,12 @@ __device__ __noinline__ void split_finish(const float *part, float *y, unsigned 
 	if (tid == 0) *slot = 0;
 }
 
+/* 128-row CTAs (TPW 1) at three an SM: 80 registers, no spills (h22, same
+ * call: 16 tokens at 11008 x 4096 37.0-37.1 vs 38.3 us, 4096 x 11008
+ * 33.4-33.6 vs 34.6, 8 tokens 34.3-34.5 vs 36.3 and 30.6-30.7 vs 31.6-31.7;
+ * 4096^2 21.2-21.3 vs 20.9-21.0, one wave either way) */
 template <int NT, int TPW>
-__global__ void __launch_bounds__(256, S3_MINB) skinny_fwd_kernel3(tern_view v, const float *x,
+__global__ void __launch_bounds__(256, TPW == 1 ? 3 : S3_MINB) skinny_fwd_kernel3(tern_view v, const float *x,
 	float *y, int Mt, int acc, int kpc, int lg, float *part, unsigned int *cnt)
 {
 	/* grid.z: 16-token chunks of x (Mt tokens in all); partials [S][Mt][N],
@@ -1514,10 +1518,11 @@ __global__ void __launch_bounds__(256, S3_MINB) skinny_fwd_kernel3(tern_view v, 
 		     (int)(N - nt0 < (128 * TPW) ? N - nt0 : (128 * TPW)), M, acc);
 }
 
-static size_t s3_smem(int kpc, int gs)
+/* table, x slice, and the exponent words of a CTA's rows (128 per TPW) */
+static size_t s3_smem(int kpc, int gs, int rows)
 {
 	int ngc = kpc * S3_KB / gs + 2;
-	return 256 * 8 + (size_t)kpc * 20 * 256 * 2 + (size_t)S3_ROWS * ngc * 4;
+	return 256 * 8 + (size_t)kpc * 20 * 256 * 2 + (size_t)rows * ngc * 4;
 }
 static int skinny3_ok(const tern_view &v)
 {
@@ -1531,7 +1536,7 @@ static void skinny3_launch(dim3 grid, size_t smem, const tern_view &v, const flo
 	static int ready = 0;
 	if (!ready) {
 		CK(cudaFuncSetAttribute(skinny_fwd_kernel3<NT, TPW>,
-			cudaFuncAttributeMaxDynamicSharedMemorySize, (int)s3_smem(4, 16)));
+			cudaFuncAttributeMaxDynamicSharedMemorySize, (int)s3_smem(4, 16, S3_ROWS)));
 		ready = 1;
 	}
 	skinny_fwd_kernel3<NT, TPW><<<grid, 256, smem>>>(v, x, y, (int)M, accumulate, kpc, lg,
@@ -1569,7 +1574,7 @@ static int skinny3_forward(arb_backend *be, const tern_view &v, const float *x, 
 	int64_t S = (nblk + kpc - 1) / kpc;
 	unsigned int *cnt = NULL;
 	float *part = S > 1 ? cuda_split_ws(be, S * M * N, &cnt, tiles * Z) : NULL;
-	size_t smem = s3_smem((int)kpc, gs);
+	size_t smem = s3_smem((int)kpc, gs, (int)rows);
 	dim3 grid((unsigned)tiles, (unsigned)S, (unsigned)Z);
 	if (M <= 8) /* one chunk: tpw is 1 */
 		skinny3_launch<1, 1>(grid, smem, v, x, y, M, accumulate, (int)kpc, lg, part, cnt);
