@@ -233,7 +233,7 @@ START_TEST(test_linear_small)
 	run_linear(100, 1000, 333, 16, ARB_ERULE_FROZEN, 0);
 	/* the v3 kernel: 256-row CTAs (four 16-token chunks, the last of 10;
 	 * tiles x chunks x k-blocks fill two CTAs an SM) and 5 tokens on long
-	 * rows (128-row CTAs, K split 22 ways); odd row bytes (705, 1401: every
+	 * rows (128-row CTAs, K split 11 ways); odd row bytes (705, 1401: every
 	 * byte offset of the aligned words), a last k-block of one byte, rows
 	 * past N in the last tile */
 	run_linear(58, 1400, 3521, 32, ARB_ERULE_RESIDUAL, 1);

@@ -1138,11 +1138,6 @@ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t s)
 	asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(s));
 	return d;
 }
-__device__ __forceinline__ uint32_t sel4(int j, uint32_t a, uint32_t b, uint32_t c, uint32_t d)
-{
-	uint32_t x = (j & 1) ? b : a, y = (j & 1) ? d : c;
-	return (j & 2) ? y : x;
-}
 
 /* 16 packed bytes of row n at byte offset off (any alignment), in two
  * halves: s3_issue only loads the five aligned 4-byte words over them,
