@@ -146,9 +146,27 @@ int main(void)
 	 * ARB_BENCH_SHAPE=i: shape i (0..2) only (profiling runs: a known
 	 * launch order) */
 	const char *bm = getenv("ARB_BENCH_M"), *bs = getenv("ARB_BENCH_SHAPE");
-	int64_t only_m = bm ? atoll(bm) : 0;
-	if (only_m < 0 || only_m > 4096) only_m = 0;
-	const int only_s = bs ? atoi(bs) : -1;
+	int64_t only_m = 0;
+	int only_s = -1;
+	if (bm) {
+		char *e = NULL;
+		const long long v = strtoll(bm, &e, 10);
+		if (e == bm || *e || v < 1 || v > 4096) {
+			fprintf(stderr, "bench_linear: ARB_BENCH_M='%s': want a token count 1..4096\n", bm);
+			return 2;
+		}
+		only_m = v;
+	}
+	if (bs) {
+		char *e = NULL;
+		const long v = strtol(bs, &e, 10);
+		if (e == bs || *e || v < 0 || v > 2) {
+			fprintf(stderr, "bench_linear: ARB_BENCH_SHAPE='%s': want 0, 1 or 2 "
+				"(4096x4096, 11008x4096, 4096x11008)\n", bs);
+			return 2;
+		}
+		only_s = (int)v;
+	}
 	for (int s = 0; s < 3; s++) {
 		if (only_s >= 0 && s != only_s) continue;
 		int64_t N = shapes[s][0], K = shapes[s][1];
